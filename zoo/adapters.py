@@ -1,0 +1,260 @@
+"""Architecture adapters: a model family <-> canonical genes.
+
+Most families are described by data: a :class:`WeightMap` per parameter (its key, with ``{i}`` for the layer
+index, and the roles of its axes) plus the config keys that hold each size. :class:`TransformersAdapter` turns that
+description into extraction and model building for any ``transformers`` model. A new family is usually one small
+file that subclasses it and lists its weights (see ``zoo_plugins.bert``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+
+from .errors import InvalidConfigError
+from .genes import DEPTH, Gene, Genome, shape_for
+
+# CLI/API size options and the role each one sets.
+SIZE_OPTIONS: dict[str, str] = {
+    "layers": DEPTH,
+    "hidden": "hidden",
+    "heads": "heads",
+    "kv_heads": "kv_heads",
+    "head_dim": "head_dim",
+    "ffn": "ffn",
+    "positions": "positions",
+}
+# Refuse before allocating: a target with more parameters than this needs an explicit max_params.
+DEFAULT_MAX_PARAMS = 20_000_000_000
+
+
+@runtime_checkable
+class ArchitectureAdapter(Protocol):
+    name: str
+    description: str
+    arch_aliases: tuple[str, ...]
+    model_types: tuple[str, ...]
+    source_aliases: Mapping[str, str]
+    size_options: tuple[str, ...]
+
+    def sizes(self, config: Mapping[str, Any]) -> dict[str, int]: ...
+    def target_config(self, config: Mapping[str, Any], **sizes: int | None) -> dict[str, Any]: ...
+    def to_genome(self, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Genome: ...
+    def build(self, config: Mapping[str, Any], genome: Genome, device: Any = "cpu") -> torch.nn.Module: ...
+    def save(self, model: torch.nn.Module, out_dir: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class WeightMap:
+    """Where one gene lives in a checkpoint.
+
+    ``key`` contains ``{i}`` for per-layer weights (stacked into a leading ``depth`` axis). ``axes`` are the roles of
+    the canonical per-layer tensor; the stored tensor is reshaped to them. ``transposed`` marks GPT-2's Conv1D
+    ``[in, out]`` layout. ``part=(index, count)`` takes one of ``count`` equal slices of the output axis (fused qkv).
+    """
+
+    gene: str
+    key: str
+    axes: tuple[str, ...]
+    transposed: bool = False
+    part: tuple[int, int] = (0, 1)
+    optional: bool = False
+
+    @property
+    def per_layer(self) -> bool:
+        return "{i}" in self.key
+
+
+def _as_rows(tensor: torch.Tensor, transposed: bool) -> torch.Tensor:
+    return tensor.T if transposed and tensor.dim() == 2 else tensor
+
+
+class TransformersAdapter:
+    """Adapter for a ``transformers`` family described by :class:`WeightMap` s and config keys."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    arch_aliases: ClassVar[tuple[str, ...]] = ()
+    model_types: ClassVar[tuple[str, ...]] = ()
+    source_aliases: ClassVar[Mapping[str, str]] = {}
+    # role -> config key holding its size
+    config_keys: ClassVar[Mapping[str, str]] = {}
+    # prefixes a checkpoint may put before the base model's keys ("bert.", "transformer.")
+    key_prefixes: ClassVar[tuple[str, ...]] = ()
+    weights: ClassVar[tuple[WeightMap, ...]] = ()
+    default_architecture: ClassVar[str] = ""
+    size_options: ClassVar[tuple[str, ...]] = ("layers", "hidden", "heads", "ffn")
+
+    # -- sizes and configs -------------------------------------------------------------------------------------
+    def sizes(self, config: Mapping[str, Any]) -> dict[str, int]:
+        sizes = {role: int(config[key]) for role, key in self.config_keys.items() if config.get(key) is not None}
+        if "hidden" in sizes and "heads" in sizes and "head_dim" not in sizes:
+            sizes["head_dim"] = sizes["hidden"] // sizes["heads"]
+        return sizes
+
+    def target_config(self, config: Mapping[str, Any], **requested: int | None) -> dict[str, Any]:
+        """The source config with the requested sizes; unset sizes keep the source's.
+
+        When the width changes but the head count is unset, the head dimension is kept (if it divides the width),
+        as HyperCloning and most model families do.
+        """
+        unsupported = sorted(k for k, v in requested.items() if v is not None and k not in self.size_options)
+        if unsupported:
+            raise InvalidConfigError(
+                f"architecture '{self.name}' cannot set {', '.join('--' + u.replace('_', '-') for u in unsupported)}; "
+                f"it supports {', '.join('--' + o.replace('_', '-') for o in self.size_options)}"
+            )
+        for option, value in requested.items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidConfigError(f"--{option.replace('_', '-')} must be a whole number, got {value!r}")
+            if value < 1:
+                raise InvalidConfigError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+        source = self.sizes(config)
+        target = dict(source)
+        for option, value in requested.items():
+            if value is not None:
+                target[SIZE_OPTIONS[option]] = value
+        hidden_changed = requested.get("hidden") is not None
+        if hidden_changed and requested.get("heads") is None:
+            if target["hidden"] % source["head_dim"] == 0:
+                target["heads"] = target["hidden"] // source["head_dim"]
+        if target["hidden"] % target["heads"] != 0:
+            valid = [h for h in range(1, min(target["hidden"], 128) + 1) if target["hidden"] % h == 0]
+            raise InvalidConfigError(
+                f"--heads {target['heads']} does not divide --hidden {target['hidden']}; "
+                f"head counts that divide it: {', '.join(map(str, valid))}"
+            )
+        target["head_dim"] = target["hidden"] // target["heads"]
+        out = copy.deepcopy(dict(config))
+        for role, key in self.config_keys.items():
+            if role in target:
+                out[key] = target[role]
+        return self.finish_config(out, target)
+
+    def finish_config(self, config: dict[str, Any], sizes: Mapping[str, int]) -> dict[str, Any]:
+        """Hook for families with derived config keys."""
+        return config
+
+    def parameter_count(self, config: Mapping[str, Any]) -> int:
+        sizes = self.sizes(config)
+        total = 0
+        for wm in self.weights:
+            n = 1
+            for d in shape_for(wm.axes, sizes):
+                n *= d
+            total += n * (sizes[DEPTH] if wm.per_layer else 1)
+        return total
+
+    # -- checkpoint <-> genes ----------------------------------------------------------------------------------
+    def _strip(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for key, value in state_dict.items():
+            for prefix in self.key_prefixes:
+                if key.startswith(prefix):
+                    key = key[len(prefix) :]
+                    break
+            out[key] = value
+        return out
+
+    def _read(self, wm: WeightMap, tensor: torch.Tensor, sizes: Mapping[str, int]) -> torch.Tensor:
+        rows = _as_rows(tensor, wm.transposed)
+        index, count = wm.part
+        if count > 1:
+            rows = rows.chunk(count, dim=0)[index]
+        return rows.reshape(shape_for(wm.axes, sizes))
+
+    def to_genome(self, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Genome:
+        sd = self._strip(state_dict)
+        sizes = self.sizes(config)
+        genome: Genome = {}
+        for wm in self.weights:
+            keys = [wm.key.format(i=i) for i in range(sizes[DEPTH])] if wm.per_layer else [wm.key]
+            missing = [k for k in keys if k not in sd]
+            if missing:
+                if wm.optional:
+                    continue
+                raise InvalidConfigError(
+                    f"checkpoint has no '{missing[0]}' (needed for gene '{wm.gene}' of architecture '{self.name}')"
+                )
+            tensors = [self._read(wm, sd[k], sizes) for k in keys]
+            if wm.per_layer:
+                genome[wm.gene] = Gene(wm.gene, torch.stack(tensors), (DEPTH, *wm.axes))
+            else:
+                genome[wm.gene] = Gene(wm.gene, tensors[0], wm.axes)
+        return genome
+
+    def from_genome(self, genome: Genome, config: Mapping[str, Any], template: Mapping[str, torch.Tensor]) -> dict:
+        """State-dict entries (keys as in ``template``) for every gene; fused parts are concatenated."""
+        sizes = self.sizes(config)
+        parts: dict[str, list[tuple[int, torch.Tensor, WeightMap]]] = defaultdict(list)
+        for wm in self.weights:
+            gene = genome.get(wm.gene)
+            if gene is None:
+                continue
+            layers = range(sizes[DEPTH]) if wm.per_layer else [None]
+            for i in layers:
+                tensor = gene.tensor[i] if i is not None else gene.tensor
+                parts[wm.key.format(i=i)].append((wm.part[0], tensor, wm))
+        out: dict[str, torch.Tensor] = {}
+        for key, pieces in parts.items():
+            full_key = self._template_key(key, template)
+            target = template[full_key]
+            transposed = pieces[0][2].transposed and target.dim() == 2
+            row_shape = target.T.shape if transposed else target.shape
+            pieces.sort(key=lambda p: p[0])
+            rows = torch.cat([p[1].reshape(-1, *row_shape[1:]) for p in pieces], dim=0)
+            rows = rows.reshape(row_shape)
+            out[full_key] = (rows.T if transposed else rows).contiguous()
+        return out
+
+    def _template_key(self, key: str, template: Mapping[str, Any]) -> str:
+        if key in template:
+            return key
+        for prefix in self.key_prefixes:
+            if prefix + key in template:
+                return prefix + key
+        raise KeyError(f"model has no parameter for '{key}'")
+
+    # -- building models ---------------------------------------------------------------------------------------
+    def model_class(self, config: Mapping[str, Any]) -> type:
+        import transformers
+
+        names = list(config.get("architectures") or []) + [self.default_architecture]
+        for name in names:
+            cls = getattr(transformers, name, None)
+            if cls is not None:
+                return cls
+        raise InvalidConfigError(f"transformers has none of the classes {names}")
+
+    def hf_config(self, config: Mapping[str, Any]) -> Any:
+        from transformers import AutoConfig
+
+        cfg = {k: v for k, v in config.items() if k not in ("model_type", "transformers_version", "_name_or_path")}
+        return AutoConfig.for_model(config["model_type"], **cfg)
+
+    def build(self, config: Mapping[str, Any], genome: Genome, device: Any = "cpu") -> torch.nn.Module:
+        cls = self.model_class(config)
+        hf_config = self.hf_config(config)
+        with torch.device(device):
+            model = cls(hf_config)
+        template = model.state_dict()
+        values = self.from_genome(genome, config, template)
+        for key, value in values.items():
+            if template[key].shape != value.shape:
+                raise InvalidConfigError(f"gene for '{key}' has shape {tuple(value.shape)}, model wants {tuple(template[key].shape)}")
+        model.load_state_dict(values, strict=False)
+        model.tie_weights()
+        model.eval()
+        # parameters no gene covers keep the family's own random init; the pipeline reports them
+        model.zoo_fresh_parameters = sorted({k for k, _ in model.named_parameters()} - set(values))
+        return model
+
+    def save(self, model: torch.nn.Module, out_dir: Any) -> None:
+        model.save_pretrained(out_dir, safe_serialization=True)

@@ -1,0 +1,288 @@
+"""The ``zoo`` command line. Every command is a thin layer over :mod:`zoo.api`.
+
+Errors zoo expects (bad names, sizes, paths, registries) print one line and exit 1; ``zoo -v`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from . import api
+from .errors import ZooError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+class ZooGroup(click.Group):
+    """Turns zoo's errors, and click's usage errors, into one clear line and a non-zero exit."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+            click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except ZooError as exc:
+            if _verbose(ctx):
+                traceback.print_exc()
+            raise click.ClickException(str(exc)) from None
+        except BrokenPipeError:  # `zoo learngene list | head`
+            sys.stderr.close()
+            raise click.exceptions.Exit(0) from None
+        except KeyboardInterrupt:
+            raise click.exceptions.Abort() from None
+        except Exception as exc:  # unexpected: still one line unless -v
+            if _verbose(ctx):
+                raise
+            raise click.ClickException(f"{type(exc).__name__}: {exc} (run `zoo -v ...` for the traceback)") from None
+
+
+def _verbose(ctx: click.Context) -> bool:
+    root = ctx.find_root()
+    return bool((root.params or {}).get("verbose")) or os.environ.get("ZOO_DEBUG") == "1"
+
+
+registry_option = click.option(
+    "--registry", "registry", envvar="ZOO_REGISTRY", metavar="PATH|URL",
+    help="Registry file or SQLAlchemy URL [env ZOO_REGISTRY; default: registry.db in the user data dir].",
+)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group(cls=ZooGroup, context_settings=CONTEXT)
+@click.version_option(package_name="zoo-learngenes", prog_name="zoo")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
+def cli(verbose: bool) -> None:
+    """zoo: learngenes from pretrained models, materialized into models of any size.
+
+    \b
+    Examples:
+      zoo learngene add ./all-MiniLM-L6-v2 --keep 0.5
+      zoo learngene list
+      zoo materialize --arch bert --layers 4 --hidden 256 --out bert-4x256
+      zoo materialize --arch gpt --layers 6 --out gpt-6
+    """
+
+
+@cli.group(cls=ZooGroup, context_settings=CONTEXT)
+def learngene() -> None:
+    """Add, list, show and remove learngenes."""
+
+
+@learngene.command("add")
+@click.argument("source")
+@click.option("--transform", default="dct", show_default=True, help="Transform plugin (see `zoo plugins`).")
+@click.option("--keep", default=str(api.DEFAULT_KEEP), show_default=True,
+              help="Share of low frequencies kept per axis: 0.5, or per role: 'hidden=0.5,depth=1'.")
+@click.option("--name", help="Registry name [default: from the source, e.g. gpt2.dct].")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]),
+              help="Storage precision of the coefficients.")
+@registry_option
+def learngene_add(source: str, transform: str, keep: str, name: str | None, dtype: str, registry: str | None) -> None:
+    """Extract a learngene from SOURCE and store it.
+
+    SOURCE is a local Hugging Face folder or .safetensors file, a hub id (gpt2, google-bert/bert-base-uncased) or
+    a short alias (bert-base).
+    """
+    info = api.add_learngene(source, transform=transform, keep=keep, name=name, dtype=dtype, registry=registry)
+    click.echo(f"added learngene '{info.name}' ({info.family}, {info.transform}, keep {_keep(info.keep)}, "
+               f"{info.genes} genes, {info.nbytes / 2**20:.1f} MiB) from {info.source}")
+
+
+def _keep(keep: dict[str, float]) -> str:
+    default = keep.get("*", 1.0)
+    rest = ",".join(f"{k}={v:g}" for k, v in sorted(keep.items()) if k != "*")
+    return f"{default:g}" + (f" ({rest})" if rest else "")
+
+
+def _sizes(info: Any) -> str:
+    from .plugins import catalog
+
+    try:
+        sizes = catalog().architecture(info.family).sizes(info.source_config)
+    except ZooError:
+        return "?"
+    return f"{sizes.get('depth', '?')}x{sizes.get('hidden', '?')}"
+
+
+@learngene.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--family", help="Only this architecture family.")
+@registry_option
+def learngene_list(as_json: bool, family: str | None, registry: str | None) -> None:
+    """List learngenes in the registry."""
+    infos = api.list_learngenes(registry=registry, family=family)
+    if as_json:
+        _emit_json([i.to_json() for i in infos])
+        return
+    if not infos:
+        click.echo("no learngenes yet; add one with `zoo learngene add SOURCE`")
+        return
+    rows = [(i.name, i.family, _sizes(i), i.transform, _keep(i.keep), f"{i.nbytes / 2**20:.1f}M",
+             i.created_at.strftime("%Y-%m-%d %H:%M"), i.source) for i in infos]
+    header = ("NAME", "FAMILY", "LAYERSxHIDDEN", "TRANSFORM", "KEEP", "SIZE", "CREATED", "SOURCE")
+    widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+@learngene.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@registry_option
+def learngene_show(name: str, as_json: bool, registry: str | None) -> None:
+    """Show one learngene: its source, transform and genes."""
+    info = api.show_learngene(name, registry=registry)
+    if as_json:
+        _emit_json(info.to_json())
+        return
+    click.echo(f"name:       {info.name}")
+    click.echo(f"family:     {info.family} ({_sizes(info)})")
+    click.echo(f"source:     {info.source}")
+    click.echo(f"sha256:     {info.source_sha256}")
+    click.echo(f"transform:  {info.transform} {json.dumps(info.transform_params) if info.transform_params else ''}")
+    click.echo(f"keep:       {_keep(info.keep)}")
+    click.echo(f"stored:     {info.genes} genes, {info.nbytes / 2**20:.2f} MiB ({info.dtype})")
+    click.echo(f"created:    {info.created_at.isoformat(timespec='seconds')} (zoo {info.zoo_version})")
+    if info.parent:
+        click.echo(f"parent:     {info.parent}")
+    click.echo("genes:")
+    for gene in info.gene_summary:
+        axes = " x ".join(f"{r}={n}" for r, n in zip(gene["axes"], gene["source_shape"]))
+        click.echo(f"  {gene['name']:<22} {axes}  -> kept {tuple(gene['shape'])}")
+
+
+@learngene.command("rm")
+@click.argument("name")
+@registry_option
+def learngene_rm(name: str, registry: str | None) -> None:
+    """Remove a learngene."""
+    api.remove_learngene(name, registry=registry)
+    click.echo(f"removed learngene '{name}'")
+
+
+@cli.command("materialize")
+@click.option("--arch", help="Architecture family (bert, gpt2/gpt, ...); not needed with --from.")
+@click.option("--from", "learngene_name", metavar="NAME", help="Learngene to use [default: the newest of --arch].")
+@click.option("--layers", type=int, help="Number of layers.")
+@click.option("--hidden", type=int, help="Hidden (model) width.")
+@click.option("--heads", type=int, help="Attention heads [default: keep the head size].")
+@click.option("--kv-heads", type=int, help="Key/value heads (GQA families).")
+@click.option("--head-dim", type=int, help="Head size (families that set it apart from the width).")
+@click.option("--ffn", type=int, help="Feed-forward width.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--strategy", help="Resize strategy [default: the transform's].")
+@click.option("--stats", default="restore", show_default=True, type=click.Choice(["restore", "none"]),
+              help="restore: each layer gets the source's mean and std (interpolated over depth).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (from_pretrained loads it).")
+@registry_option
+def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | None, hidden: int | None,
+                    heads: int | None, kv_heads: int | None, head_dim: int | None, ffn: int | None, device: str,
+                    strategy: str | None, stats: str, out: str, registry: str | None) -> None:
+    """Build a model of any size from a learngene and save it as a Hugging Face folder.
+
+    Sizes you leave out keep the source model's.
+    """
+    model = api.materialize(
+        arch, learngene=learngene_name, layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
+        head_dim=head_dim, ffn=ffn, device=device, strategy=strategy, stats=stats, out=out, registry=registry,
+    )
+    report = model.zoo_report
+    sizes = report["sizes"]
+    n_params = sum(p.numel() for p in model.parameters())
+    click.echo(f"using learngene '{report['learngene']}' ({report['family']}, from {report['source']}); "
+               f"choose another with --from NAME (see `zoo learngene list`)")
+    shape = ", ".join(f"{k} {v}" for k, v in sizes.items() if k in ("depth", "hidden", "heads", "kv_heads", "ffn"))
+    click.echo(f"materialized {type(model).__name__} ({shape}; {n_params / 1e6:.1f}M parameters) -> {out}")
+    if report["fresh_parameters"]:
+        click.echo(f"note: {len(report['fresh_parameters'])} parameters had no gene and keep random init: "
+                   f"{', '.join(report['fresh_parameters'][:4])}{' ...' if len(report['fresh_parameters']) > 4 else ''}")
+    click.echo(f"load it with: transformers.AutoModel.from_pretrained({out!r})")
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins_cmd(as_json: bool) -> None:
+    """List loaded plugins and what each registers."""
+    from .plugins import catalog, load_errors, plugin_sources
+
+    cat = catalog()
+    rows: dict[str, dict[str, Any]] = {}
+    for kind in ("architectures", "transforms", "resize_strategies"):
+        for name, entry in getattr(cat, kind).items():
+            rows.setdefault(entry.plugin, {"name": entry.plugin, "source": plugin_sources.get(entry.plugin, "?"),
+                                           "architectures": [], "transforms": [], "resize_strategies": []})
+            rows[entry.plugin][kind].append(name)
+    data = sorted(rows.values(), key=lambda r: r["name"])
+    if as_json:
+        _emit_json({"plugins": data, "errors": load_errors})
+        return
+    for row in data:
+        provided = "; ".join(f"{k.replace('_', ' ')}: {', '.join(v)}" for k, v in row.items()
+                             if isinstance(v, list) and v)
+        click.echo(f"{row['name']:<12} {row['source']:<24} {provided}")
+    for name, error in load_errors.items():
+        click.echo(f"{name:<12} FAILED TO LOAD: {error}")
+
+
+@cli.group(cls=ZooGroup, context_settings=CONTEXT)
+def db() -> None:
+    """Registry maintenance."""
+
+
+@db.command("upgrade")
+@registry_option
+def db_upgrade(registry: str | None) -> None:
+    """Upgrade a registry to this zoo's schema (back it up first)."""
+    from .registry.store import Registry, default_registry_path, to_url
+
+    location = registry or str(default_registry_path())
+    Registry(to_url(location), create=False, check_schema=False).upgrade()
+    click.echo(f"registry {location} is at the current schema")
+
+
+def _register_plugin_commands() -> None:
+    from .plugins import load_plugins, pm
+
+    try:
+        load_plugins()
+        pm.hook.register_commands(cli=cli)
+    except Exception as exc:  # a broken plugin must not take the CLI down
+        click.echo(f"warning: plugin commands failed to load: {exc}", err=True)
+
+
+_register_plugin_commands()
+
+
+def main() -> None:
+    cli(prog_name="zoo")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Hook specifications: the whole plugin contract.
+
+Plugins implement these with ``@zoo.hookimpl``. Each hook receives a ``register`` callback rather than returning
+values, so the host can validate every entry and record which plugin it came from. Hooks are always called with
+keyword arguments, and new arguments are only ever added, so old plugins keep working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("zoo")
+hookimpl = pluggy.HookimplMarker("zoo")
+
+
+@hookspec
+def register_architectures(register: Callable[..., None]) -> None:
+    """Register architecture adapters.
+
+    :param register: call ``register(adapter, replace=False)`` for each adapter. An adapter has a ``name`` (the
+        family, e.g. ``"bert"``) and implements :class:`zoo.adapters.ArchitectureAdapter`.
+    """
+
+
+@hookspec
+def register_transforms(register: Callable[..., None]) -> None:
+    """Register weight transforms (e.g. ``dct``).
+
+    :param register: call ``register(transform, replace=False)``; a transform implements
+        :class:`zoo.transforms.Transform`.
+    """
+
+
+@hookspec
+def register_resize_strategies(register: Callable[..., None]) -> None:
+    """Register resize strategies (e.g. ``spectral``).
+
+    :param register: call ``register(strategy, replace=False)``; a strategy implements
+        :class:`zoo.transforms.ResizeStrategy`.
+    """
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add commands to the ``zoo`` CLI.
+
+    :param cli: the root :class:`click.Group`.
+    """

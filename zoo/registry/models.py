@@ -1,0 +1,67 @@
+"""ORM tables. Rows never leave the store: it converts them to the plain entities in ``entities.py``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SqlLearngene(Base):
+    __tablename__ = "learngenes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    family: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
+    source: Mapped[str] = mapped_column(Text, nullable=False)
+    source_sha256: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    source_config: Mapped[str] = mapped_column(Text, nullable=False)  # JSON
+    transform: Mapped[str] = mapped_column(String(100), nullable=False)
+    transform_params: Mapped[str] = mapped_column(Text, nullable=False)  # JSON
+    keep: Mapped[str] = mapped_column(Text, nullable=False)  # JSON: role -> ratio
+    dtype: Mapped[str] = mapped_column(String(20), nullable=False)
+    zoo_version: Mapped[str] = mapped_column(String(40), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("learngenes.id", ondelete="SET NULL"), nullable=True)
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    genes: Mapped[list[SqlGene]] = relationship(back_populates="learngene", cascade="all, delete-orphan")
+    assets: Mapped[list[SqlAsset]] = relationship(back_populates="learngene", cascade="all, delete-orphan")
+
+
+class SqlGene(Base):
+    __tablename__ = "genes"
+    __table_args__ = (UniqueConstraint("learngene_id", "name", name="uq_gene_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    learngene_id: Mapped[int] = mapped_column(ForeignKey("learngenes.id", ondelete="CASCADE"), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    axes: Mapped[str] = mapped_column(Text, nullable=False)  # JSON list of roles
+    source_shape: Mapped[str] = mapped_column(Text, nullable=False)  # JSON
+    shape: Mapped[str] = mapped_column(Text, nullable=False)  # JSON: stored coefficient block
+    dtype: Mapped[str] = mapped_column(String(20), nullable=False)
+    nbytes: Mapped[int] = mapped_column(Integer, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # safetensors: coeffs, mean, std
+
+    learngene: Mapped[SqlLearngene] = relationship(back_populates="genes")
+
+
+class SqlAsset(Base):
+    """Small files that make a materialized folder usable as is (tokenizer, generation config)."""
+
+    __tablename__ = "assets"
+    __table_args__ = (UniqueConstraint("learngene_id", "filename", name="uq_asset_filename"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    learngene_id: Mapped[int] = mapped_column(ForeignKey("learngenes.id", ondelete="CASCADE"), nullable=False, index=True)
+    filename: Mapped[str] = mapped_column(String(200), nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+    learngene: Mapped[SqlLearngene] = relationship(back_populates="assets")

@@ -1,0 +1,142 @@
+"""Turn what the user typed (a folder, a file, a hub id or a short alias) into a local checkpoint.
+
+Only safe formats are read: safetensors, or ``torch.load(weights_only=True)`` for legacy ``.bin`` files. Remote
+code is never executed: configs are read as JSON and models are built from zoo's own adapters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import SourceNotFoundError
+
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+ASSET_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "added_tokens.json",
+    "generation_config.json",
+)
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+LOCAL_HINT = "pass a local folder instead, e.g. `zoo learngene add ./my-model` (a folder with config.json and *.safetensors)"
+
+
+@dataclass
+class Checkpoint:
+    """A model on local disk: its config and weight files."""
+
+    ref: str  # what the user typed
+    root: Path
+    config: dict[str, Any]
+    weight_files: list[Path]
+    hub_id: str | None = None
+    assets: dict[str, bytes] = field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        state: dict[str, torch.Tensor] = {}
+        for path in self.weight_files:
+            if path.suffix == ".safetensors":
+                state.update(load_file(str(path)))
+            else:
+                state.update(torch.load(path, map_location="cpu", weights_only=True))
+        return state
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        for path in self.weight_files:
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    digest.update(block)
+        return digest.hexdigest()
+
+
+def _weights_in(folder: Path) -> list[Path]:
+    for pattern in WEIGHT_PATTERNS:
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found
+    return []
+
+
+def _read_config(folder: Path, ref: str) -> dict[str, Any]:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise SourceNotFoundError(f"'{ref}' has no config.json next to its weights; zoo needs a Hugging Face model folder")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SourceNotFoundError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise SourceNotFoundError(f"{path} has no 'model_type'; is it a transformers config?")
+    return config
+
+
+def _read_assets(folder: Path) -> dict[str, bytes]:
+    return {name: (folder / name).read_bytes() for name in ASSET_FILES if (folder / name).is_file()}
+
+
+def from_local(path: Path, ref: str) -> Checkpoint:
+    if path.is_dir():
+        weights = _weights_in(path)
+        if not weights:
+            raise SourceNotFoundError(f"folder '{ref}' holds no *.safetensors or pytorch_model*.bin weights")
+        return Checkpoint(ref, path, _read_config(path, ref), weights, assets=_read_assets(path))
+    if path.suffix == ".safetensors" or path.name.endswith(".bin"):
+        return Checkpoint(ref, path.parent, _read_config(path.parent, ref), [path], assets=_read_assets(path.parent))
+    raise SourceNotFoundError(f"'{ref}' is not a model folder or a .safetensors file")
+
+
+def from_hub(repo_id: str, ref: str) -> Checkpoint:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["config.json", *WEIGHT_PATTERNS, *ASSET_FILES]
+    try:
+        folder = snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True)
+    except Exception:
+        try:
+            folder = snapshot_download(repo_id, allow_patterns=patterns)
+        except Exception as exc:
+            raise SourceNotFoundError(
+                f"'{ref}' is not a local path, and '{repo_id}' could not be downloaded: {_hub_reason(exc)}; {LOCAL_HINT}"
+            ) from None
+    checkpoint = from_local(Path(folder), ref)
+    checkpoint.hub_id = repo_id
+    return checkpoint
+
+
+def _hub_reason(exc: BaseException) -> str:
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+
+    if isinstance(exc, RepositoryNotFoundError):
+        return "no such repository on the Hugging Face Hub (or it is private)"
+    if isinstance(exc, LocalEntryNotFoundError) or "connect" in str(exc).lower():
+        return "the Hugging Face Hub is unreachable (no network?) and the model is not in the local cache"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def resolve(source: str, aliases: dict[str, str], known_aliases: Iterable[str] = ()) -> Checkpoint:
+    """Find ``source`` locally, then as an alias, then on the Hugging Face Hub."""
+    path = Path(source).expanduser()
+    if path.exists():
+        return from_local(path, source)
+    repo_id = aliases.get(source, source.removeprefix("hf-hub:"))
+    if not HUB_ID.match(repo_id):
+        raise SourceNotFoundError(
+            f"'{source}' is neither an existing path nor a hub id; known aliases: {', '.join(sorted(known_aliases)) or '(none)'}"
+        )
+    return from_hub(repo_id, source)

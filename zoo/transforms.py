@@ -1,0 +1,48 @@
+"""The contracts for transforms and resize strategies, and small helpers they share.
+
+A *transform* maps one axis of a tensor to coefficients and back (``analyze`` keeps the first ``keep``
+coefficients: the learngene's low-frequency block; ``synthesize`` turns any number of coefficients into a signal of
+any length). A *resize strategy* turns a learngene's coefficient block into a tensor of the target shape, usually by
+asking the transform to synthesize each resizable axis at its new length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class Transform(Protocol):
+    name: str
+    description: str
+
+    def analyze(self, x: torch.Tensor, dim: int, keep: int, **params: Any) -> torch.Tensor:
+        """Coefficients of ``x`` along ``dim``, truncated to the first ``keep`` (the low-frequency block)."""
+
+    def synthesize(self, coeffs: torch.Tensor, dim: int, size: int, **params: Any) -> torch.Tensor:
+        """A signal of length ``size`` along ``dim`` from a (possibly truncated) coefficient block."""
+
+
+@runtime_checkable
+class ResizeStrategy(Protocol):
+    name: str
+    description: str
+
+    def resize(
+        self,
+        coeffs: torch.Tensor,
+        axes: Sequence[str],
+        target_shape: Sequence[int],
+        transform: Transform,
+        params: Mapping[str, Any],
+    ) -> torch.Tensor:
+        """Standardized weights of ``target_shape`` from a gene's stored coefficients."""
+
+
+def apply_matrix(x: torch.Tensor, matrix: torch.Tensor, dim: int) -> torch.Tensor:
+    """Multiply ``x`` along ``dim`` by ``matrix`` (shape ``[out, in]``), leaving other axes alone."""
+    moved = x.movedim(dim, -1)
+    return (moved @ matrix.T.to(moved.dtype)).movedim(-1, dim)
