@@ -16,7 +16,7 @@ from . import __version__
 from .adapters import DEFAULT_MAX_PARAMS
 from .errors import InvalidConfigError, UnknownNameError, ZooError
 from .pipeline import STORAGE_DTYPES, extract, materialize as materialize_genes, parse_keep
-from .plugins import catalog
+from .plugins import catalog, pm
 from .registry import LearngeneInfo, Registry, open_registry
 from .registry.store import now
 from .sources import resolve
@@ -102,6 +102,7 @@ def add_learngene(
         raise InvalidConfigError(f"unknown storage dtype '{dtype}'; valid choices: {', '.join(STORAGE_DTYPES)}")
     if name is not None:
         check_name(name)
+    params = check_params(transform_obj, params)
     with _registry(registry, create=True) as reg:  # open first: a broken registry fails before the slow extraction
         return _add(reg, source, cat, transform, transform_obj, keep_ratios, name, dtype, params, parent, notes)
 
@@ -109,11 +110,12 @@ def add_learngene(
 def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: Any, keep_ratios: dict[str, float],
          name: str | None, dtype: str, params: dict[str, Any] | None, parent: str | None,
          notes: str | None) -> LearngeneInfo:
-    aliases = {a: hub for e in cat.architectures.values() for a, hub in getattr(e.obj, "source_aliases", {}).items()}
-    checkpoint = resolve(source, aliases, aliases)
+    checkpoint = pm.hook.resolve_source(source=source)
+    if checkpoint is None:
+        aliases = {a: hub for e in cat.architectures.values() for a, hub in getattr(e.obj, "source_aliases", {}).items()}
+        checkpoint = resolve(source, aliases, aliases)
     adapter = find_adapter(checkpoint.config)
     genome = adapter.to_genome(checkpoint.state_dict(), checkpoint.config)
-    params = dict(params or {})
     records = extract(genome, transform_obj, keep_ratios, params, STORAGE_DTYPES[dtype])
     info = LearngeneInfo(
         name=check_name(name or _default_name(checkpoint, transform)),
@@ -132,6 +134,21 @@ def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: An
     )
     reg.add(info, records, checkpoint.assets)
     return reg.get(info.name)
+
+
+def check_params(transform: Any, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The transform's parameters with defaults filled in; unknown names are an error listing the valid ones."""
+    accepted: dict[str, Any] = dict(getattr(transform, "parameters", {}))
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise InvalidConfigError(
+            f"transform '{transform.name}' has no parameter {', '.join(repr(u) for u in unknown)}; "
+            f"valid: {', '.join(sorted(accepted)) or '(none)'}"
+        )
+    validate = getattr(transform, "validate_params", None)
+    merged = {**accepted, **params}
+    return validate(merged) if validate else merged
 
 
 def _describe_source(source: str) -> str:

@@ -103,16 +103,33 @@ def learngene() -> None:
 @click.option("--name", help="Registry name [default: from the source, e.g. gpt2.dct].")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]),
               help="Storage precision of the coefficients.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A transform parameter, e.g. --param wavelet=db2 (repeatable; values parsed as JSON if they can be).")
 @registry_option
-def learngene_add(source: str, transform: str, keep: str, name: str | None, dtype: str, registry: str | None) -> None:
+def learngene_add(source: str, transform: str, keep: str, name: str | None, dtype: str, params: tuple[str, ...],
+                  registry: str | None) -> None:
     """Extract a learngene from SOURCE and store it.
 
     SOURCE is a local Hugging Face folder or .safetensors file, a hub id (gpt2, google-bert/bert-base-uncased) or
     a short alias (bert-base).
     """
-    info = api.add_learngene(source, transform=transform, keep=keep, name=name, dtype=dtype, registry=registry)
+    info = api.add_learngene(source, transform=transform, keep=keep, name=name, dtype=dtype, registry=registry,
+                             params=parse_params(params))
     click.echo(f"added learngene '{info.name}' ({info.family}, {info.transform}, keep {_keep(info.keep)}, "
                f"{info.genes} genes, {info.nbytes / 2**20:.1f} MiB) from {info.source}")
+
+
+def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--param")
+        try:
+            params[key.strip()] = json.loads(value)
+        except ValueError:
+            params[key.strip()] = value
+    return params
 
 
 def _keep(keep: dict[str, float]) -> str:

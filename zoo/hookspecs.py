@@ -43,6 +43,18 @@ def register_resize_strategies(register: Callable[..., None]) -> None:
     """
 
 
+@hookspec(firstresult=True)
+def resolve_source(source: str) -> Any:
+    """Turn what the user typed after ``zoo learngene add`` into a :class:`zoo.sources.Checkpoint`.
+
+    Implement this for sources zoo's own resolver does not know (a GGUF file, a timm model name, an ONNX file).
+    Return ``None`` when ``source`` is not yours. Stops at the first non-``None`` result; zoo's resolver (local HF
+    folders and files, hub ids, adapters' aliases) runs when no plugin answers.
+
+    :param source: the string the user gave.
+    """
+
+
 @hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the ``zoo`` CLI.

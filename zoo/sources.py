@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,11 @@ LOCAL_HINT = "pass a local folder instead, e.g. `zoo learngene add ./my-model` (
 
 @dataclass
 class Checkpoint:
-    """A model on local disk: its config and weight files."""
+    """A model on local disk: its config (``model_type`` picks the adapter) and weight files.
+
+    Source plugins whose weights are not safetensors or ``.bin`` files (GGUF, ONNX, ...) pass ``loader``, a
+    function returning the state dict in the keys their adapter expects.
+    """
 
     ref: str  # what the user typed
     root: Path
@@ -44,8 +48,11 @@ class Checkpoint:
     weight_files: list[Path]
     hub_id: str | None = None
     assets: dict[str, bytes] = field(default_factory=dict)
+    loader: Callable[[], dict[str, torch.Tensor]] | None = None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        if self.loader is not None:
+            return self.loader()
         from safetensors.torch import load_file
 
         state: dict[str, torch.Tensor] = {}

@@ -16,6 +16,10 @@ import torch
 
 @runtime_checkable
 class Transform(Protocol):
+    """Optional attributes: ``parameters`` (name -> default; the only names ``--param`` accepts),
+    ``validate_params(params) -> params`` (raise :class:`zoo.InvalidConfigError` on bad values) and
+    ``default_strategy`` (the resize strategy used when the user names none; ``"spectral"`` otherwise)."""
+
     name: str
     description: str
 
