@@ -28,7 +28,8 @@ def _basis_cpu(n: int, rows: int) -> torch.Tensor:
 
 
 def dct_basis(n: int, rows: int | None = None, device: Any = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return _basis_cpu(n, n if rows is None else rows).to(device=device, dtype=dtype)
+    # copy: the cached basis must never be handed out, or an in-place edit by a caller would poison every DCT
+    return _basis_cpu(n, n if rows is None else rows).to(device=device, dtype=dtype, copy=True)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:

@@ -53,9 +53,9 @@ def test_output_folder_is_complete(minilm_registry, tmp_path):
 @pytest.mark.parametrize(
     "sizes, expect",
     [
-        (dict(layers=4, hidden=256, heads=4), dict(depth=4, hidden=256, heads=4, ffn=1536)),
+        (dict(layers=4, hidden=256, heads=4), dict(depth=4, hidden=256, heads=4, ffn=1024)),  # ffn keeps 4x
         (dict(layers=4, hidden=256, heads=4, ffn=1024), dict(depth=4, hidden=256, heads=4, ffn=1024)),
-        (dict(layers=9, hidden=320), dict(depth=9, hidden=320, heads=10, ffn=1536)),  # head size 32 kept
+        (dict(layers=9, hidden=320), dict(depth=9, hidden=320, heads=10, ffn=1280)),  # head size 32 kept
         (dict(layers=8, hidden=512, heads=8, ffn=2048), dict(depth=8, hidden=512, heads=8, ffn=2048)),
         (dict(layers=3, hidden=384, heads=6), dict(depth=3, hidden=384, heads=6, ffn=1536)),
     ],

@@ -116,6 +116,11 @@ def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: An
         checkpoint = resolve(source, aliases, aliases)
     adapter = find_adapter(checkpoint.config)
     genome = adapter.to_genome(checkpoint.state_dict(), checkpoint.config)
+    roles = {role for gene in genome.values() for role in gene.axes}
+    unknown_roles = sorted(set(keep_ratios) - roles - {"*"})
+    if unknown_roles:
+        raise InvalidConfigError(f"--keep names roles this {adapter.name} model does not have: "
+                                 f"{', '.join(unknown_roles)}; its roles: {', '.join(sorted(roles))}")
     records = extract(genome, transform_obj, keep_ratios, params, STORAGE_DTYPES[dtype])
     info = LearngeneInfo(
         name=check_name(name or _default_name(checkpoint, transform)),

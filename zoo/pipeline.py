@@ -45,7 +45,7 @@ def parse_keep(keep: float | str | Mapping[str, float] | None) -> dict[str, floa
             ratio = float(value)
         except (TypeError, ValueError):
             raise InvalidConfigError(f"--keep ratio for '{role}' must be a number in (0, 1], got {value!r}") from None
-        if not (0.0 < ratio <= 1.0) or math.isnan(ratio):
+        if isinstance(value, bool) or not (0.0 < ratio <= 1.0):
             raise InvalidConfigError(f"--keep ratio for '{role}' must be in (0, 1], got {value}")
         out[role] = ratio
     out.setdefault("*", 1.0)
