@@ -100,8 +100,8 @@ class TransformersAdapter:
     def target_config(self, config: Mapping[str, Any], **requested: int | None) -> dict[str, Any]:
         """The source config with the requested sizes; unset sizes keep the source's.
 
-        When the width changes but the head count is unset, the head dimension is kept (if it divides the width),
-        as HyperCloning and most model families do.
+        When the width changes, unset sizes that scale with it follow: the head size is kept (if it divides the
+        width), as HyperCloning and most families do, and the feed-forward width keeps its ratio to the width.
         """
         unsupported = sorted(k for k, v in requested.items() if v is not None and k not in self.size_options)
         if unsupported:
@@ -125,6 +125,9 @@ class TransformersAdapter:
         if hidden_changed and requested.get("heads") is None:
             if target["hidden"] % source["head_dim"] == 0:
                 target["heads"] = target["hidden"] // source["head_dim"]
+        if hidden_changed and requested.get("ffn") is None and "ffn" in source:
+            # keep the model's aspect ratio (ffn = 4 x hidden in most families)
+            target["ffn"] = max(1, round(source["ffn"] * target["hidden"] / source["hidden"]))
         if target["hidden"] % target["heads"] != 0:
             valid = [h for h in range(1, min(target["hidden"], 128) + 1) if target["hidden"] % h == 0]
             raise InvalidConfigError(
