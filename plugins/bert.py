@@ -42,7 +42,7 @@ class BertAdapter(TransformersAdapter):
         WeightMap("attn.k.bias", L + "attention.self.key.bias", (HEADS, HD)),
         WeightMap("attn.v.weight", L + "attention.self.value.weight", (HEADS, HD, H)),
         WeightMap("attn.v.bias", L + "attention.self.value.bias", (HEADS, HD)),
-        WeightMap("attn.o.weight", L + "attention.output.dense.weight", (H, HEADS, HD)),
+        WeightMap("attn.o.weight", L + "attention.output.dense.weight", (H, HEADS, HD), fan_in=2),
         WeightMap("attn.o.bias", L + "attention.output.dense.bias", (H,)),
         WeightMap("attn.norm.weight", L + "attention.output.LayerNorm.weight", (H,)),
         WeightMap("attn.norm.bias", L + "attention.output.LayerNorm.bias", (H,)),

@@ -45,7 +45,7 @@ class GPT2Adapter(TransformersAdapter):
         WeightMap("attn.q.bias", L + "attn.c_attn.bias", (HEADS, HD), part=(0, 3)),
         WeightMap("attn.k.bias", L + "attn.c_attn.bias", (HEADS, HD), part=(1, 3)),
         WeightMap("attn.v.bias", L + "attn.c_attn.bias", (HEADS, HD), part=(2, 3)),
-        WeightMap("attn.o.weight", L + "attn.c_proj.weight", (H, HEADS, HD), transposed=True),
+        WeightMap("attn.o.weight", L + "attn.c_proj.weight", (H, HEADS, HD), transposed=True, fan_in=2),
         WeightMap("attn.o.bias", L + "attn.c_proj.bias", (H,)),
         WeightMap("mlp.norm.weight", L + "ln_2.weight", (H,)),
         WeightMap("mlp.norm.bias", L + "ln_2.bias", (H,)),

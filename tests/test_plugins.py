@@ -37,7 +37,7 @@ class DistilBertAdapter(TransformersAdapter):
         WeightMap("embed.norm.bias", "embeddings.LayerNorm.bias", (H,)),
         *(WeightMap(f"attn.{p}.weight", L + f"attention.{p}_lin.weight", (HEADS, HD, H)) for p in "qkv"),
         *(WeightMap(f"attn.{p}.bias", L + f"attention.{p}_lin.bias", (HEADS, HD)) for p in "qkv"),
-        WeightMap("attn.o.weight", L + "attention.out_lin.weight", (H, HEADS, HD)),
+        WeightMap("attn.o.weight", L + "attention.out_lin.weight", (H, HEADS, HD), fan_in=2),
         WeightMap("attn.o.bias", L + "attention.out_lin.bias", (H,)),
         WeightMap("attn.norm.weight", L + "sa_layer_norm.weight", (H,)),
         WeightMap("attn.norm.bias", L + "sa_layer_norm.bias", (H,)),

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import torch
 from alembic.script import ScriptDirectory
 
 import zoo
@@ -111,3 +112,25 @@ def test_extract_is_deterministic(minilm_dir):
     a = extract(genome, dct, {"*": 0.5}, {})
     b = extract(genome, dct, {"*": 0.5}, {})
     assert all((a[k].coeffs == b[k].coeffs).all() for k in a)
+
+
+def test_older_schema_is_refused_then_upgrades_without_loss(minilm_dir, tmp_path):
+    from alembic import command
+    from click.testing import CliRunner
+
+    from zoo.cli import cli
+
+    path = tmp_path / "old.db"
+    zoo.add_learngene(str(minilm_dir), name="kept", keep=0.25, registry=path)
+    with Registry(to_url(path)) as reg:
+        before = reg.genes("kept")
+        command.downgrade(_alembic_config(reg.engine), "0001")  # as an older zoo left it
+    with pytest.raises(zoo.RegistryError, match=r"at schema 0001.*zoo db upgrade --registry"):
+        Registry(to_url(path))
+    result = CliRunner().invoke(cli, ["db", "upgrade", "--registry", str(path)])
+    assert result.exit_code == 0, result.output
+    with Registry(to_url(path)) as reg:
+        after = reg.genes("kept")
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k].coeffs, after[k].coeffs) for k in before)
+    assert after["attn.q.weight"].fan_in == 0  # unknown for old rows: the column's default

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 
 from .errors import InvalidConfigError
-from .genes import DEPTH, Gene, Genome, shape_for
+from .genes import DEPTH, TABLE_ROLES, Gene, Genome, shape_for
 
 # CLI/API size options and the role each one sets.
 SIZE_OPTIONS: dict[str, str] = {
@@ -56,6 +56,8 @@ class WeightMap:
     ``key`` contains ``{i}`` for per-layer weights (stacked into a leading ``depth`` axis). ``axes`` are the roles of
     the canonical per-layer tensor; the stored tensor is reshaped to them. ``transposed`` marks GPT-2's Conv1D
     ``[in, out]`` layout. ``part=(index, count)`` takes one of ``count`` equal slices of the output axis (fused qkv).
+    ``fan_in`` counts the trailing axes that are inputs; by default 1 for ``*.weight`` maps with two or more axes
+    (a Linear ``[out, in]``) unless the first axis is a lookup table (vocab, positions), else 0.
     """
 
     gene: str
@@ -64,6 +66,14 @@ class WeightMap:
     transposed: bool = False
     part: tuple[int, int] = (0, 1)
     optional: bool = False
+    fan_in: int | None = None
+
+    @property
+    def inputs(self) -> int:
+        if self.fan_in is not None:
+            return self.fan_in
+        is_linear = self.key.endswith("weight") and len(self.axes) >= 2 and self.axes[0] not in TABLE_ROLES
+        return 1 if is_linear else 0
 
     @property
     def per_layer(self) -> bool:
@@ -97,12 +107,8 @@ class TransformersAdapter:
             sizes["head_dim"] = sizes["hidden"] // sizes["heads"]
         return sizes
 
-    def target_config(self, config: Mapping[str, Any], **requested: int | None) -> dict[str, Any]:
-        """The source config with the requested sizes; unset sizes keep the source's.
-
-        When the width changes, unset sizes that scale with it follow: the head size is kept (if it divides the
-        width), as HyperCloning and most families do, and the feed-forward width keeps its ratio to the width.
-        """
+    def check_requested(self, requested: Mapping[str, int | None]) -> None:
+        """Reject size options this family cannot set and values that are not positive whole numbers."""
         unsupported = sorted(k for k, v in requested.items() if v is not None and k not in self.size_options)
         if unsupported:
             raise InvalidConfigError(
@@ -116,6 +122,14 @@ class TransformersAdapter:
                 raise InvalidConfigError(f"--{option.replace('_', '-')} must be a whole number, got {value!r}")
             if value < 1:
                 raise InvalidConfigError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+
+    def target_config(self, config: Mapping[str, Any], **requested: int | None) -> dict[str, Any]:
+        """The source config with the requested sizes; unset sizes keep the source's.
+
+        When the width changes, unset sizes that scale with it follow: the head size is kept (if it divides the
+        width), as HyperCloning and most families do, and the feed-forward width keeps its ratio to the width.
+        """
+        self.check_requested(requested)
         source = self.sizes(config)
         target = dict(source)
         for option, value in requested.items():
@@ -188,9 +202,9 @@ class TransformersAdapter:
                 )
             tensors = [self._read(wm, sd[k], sizes) for k in keys]
             if wm.per_layer:
-                genome[wm.gene] = Gene(wm.gene, torch.stack(tensors), (DEPTH, *wm.axes))
+                genome[wm.gene] = Gene(wm.gene, torch.stack(tensors), (DEPTH, *wm.axes), wm.inputs)
             else:
-                genome[wm.gene] = Gene(wm.gene, tensors[0], wm.axes)
+                genome[wm.gene] = Gene(wm.gene, tensors[0], wm.axes, wm.inputs)
         return genome
 
     def from_genome(self, genome: Genome, config: Mapping[str, Any], template: Mapping[str, torch.Tensor]) -> dict:
@@ -243,20 +257,126 @@ class TransformersAdapter:
         return AutoConfig.for_model(config["model_type"], **cfg)
 
     def build(self, config: Mapping[str, Any], genome: Genome, device: Any = "cpu") -> torch.nn.Module:
+        """A ``transformers`` model of ``config`` whose parameters are the genes.
+
+        The model is constructed without its random init (transformers' no-init context: parameters are allocated
+        but not filled; buffers such as ``position_ids`` are computed by the constructor as usual). Only the
+        parameters no gene covers get the family's own init (``reset_parameters`` and ``_init_weights``, children
+        before parents, as ``transformers`` does); they are listed in ``model.zoo_fresh_parameters``. Genes are then
+        copied straight into the parameters (fused parts and transposed layouts written in place), so no full
+        random init, state dict or ``load_state_dict`` copy is ever made. Tied weights stay tied.
+        """
+        import contextlib
+        import math
+
+        try:  # transformers >= 5
+            from transformers.initialization import no_init_weights
+        except ImportError:
+            try:  # transformers 4.x
+                from transformers.modeling_utils import no_init_weights
+            except ImportError:  # pragma: no cover - very old transformers: plain (slower) construction
+                no_init_weights = contextlib.nullcontext
+        from transformers import PreTrainedModel
+
         cls = self.model_class(config)
         hf_config = self.hf_config(config)
-        with torch.device(device):
+        with torch.device(device), no_init_weights():
             model = cls(hf_config)
-        template = model.state_dict()
-        values = self.from_genome(genome, config, template)
-        for key, value in values.items():
-            if template[key].shape != value.shape:
-                raise InvalidConfigError(f"gene for '{key}' has shape {tuple(value.shape)}, model wants {tuple(template[key].shape)}")
-        model.load_state_dict(values, strict=False)
+        model.tie_weights()  # transformers 5 ties inside the init that no_init_weights skips
+
+        with torch.no_grad():
+            params = model.state_dict(keep_vars=True)  # key -> the live Parameter (tied keys share one)
+
+            # -- where every gene goes: (destination view, gene tensor) pairs ----------------------------------------
+            copies: list[tuple[torch.Tensor, torch.Tensor]] = []
+            covered: set[str] = set()
+
+            def mismatch(full_key: str, shapes: list[tuple[int, ...]]) -> InvalidConfigError:
+                have = " + ".join(str(s) for s in shapes)
+                return InvalidConfigError(
+                    f"gene for '{full_key}' has shape {have}, model wants {tuple(params[full_key].shape)}"
+                )
+
+            if type(self).from_genome is not TransformersAdapter.from_genome:
+                # a family with its own layout logic: honour it (costs one extra copy)
+                values = self.from_genome(genome, config, {k: v.detach() for k, v in params.items()})
+                for key, value in values.items():
+                    if params[key].shape != value.shape:
+                        raise mismatch(key, [tuple(value.shape)])
+                    copies.append((params[key], value))
+                    covered.add(key)
+            else:
+                sizes = self.sizes(config)
+                parts: dict[str, list[tuple[int, torch.Tensor, WeightMap]]] = defaultdict(list)
+                for wm in self.weights:
+                    gene = genome.get(wm.gene)
+                    if gene is None:
+                        continue
+                    layers = range(sizes[DEPTH]) if wm.per_layer else [None]
+                    for i in layers:
+                        tensor = gene.tensor[i] if i is not None else gene.tensor
+                        parts[wm.key.format(i=i)].append((wm.part[0], tensor, wm))
+                for key, pieces in parts.items():
+                    full_key = self._template_key(key, params)
+                    target = params[full_key]
+                    pieces.sort(key=lambda p: p[0])
+                    if target.dim() == 0:
+                        if len(pieces) != 1 or pieces[0][1].numel() != 1:
+                            raise mismatch(full_key, [tuple(p[1].shape) for p in pieces])
+                        copies.append((target, pieces[0][1].reshape(())))
+                        covered.add(full_key)
+                        continue
+                    # rows view of the parameter: Conv1D [in, out] is written through its transpose
+                    dest = target.T if pieces[0][2].transposed and target.dim() == 2 else target
+                    row = math.prod(dest.shape[1:])
+                    if sum(p[1].numel() for p in pieces) != dest.numel() or any(p[1].numel() % row for p in pieces):
+                        raise mismatch(full_key, [tuple(p[1].shape) for p in pieces])
+                    offset = 0
+                    for _, tensor, _ in pieces:
+                        rows = tensor.reshape(-1, *dest.shape[1:])
+                        copies.append((dest.narrow(0, offset, rows.shape[0]), rows))
+                        offset += rows.shape[0]
+                    covered.add(full_key)
+
+            # -- parameters no gene covers: the family's own init, and nothing else -------------------------------
+            covered_ids = {id(params[key]) for key in covered}
+            fresh = [name for name, p in model.named_parameters() if id(p) not in covered_ids]
+            if fresh:
+                modules = dict(model.named_modules())
+                owners = {name.rpartition(".")[0] for name in fresh}
+                for name in owners:
+                    reset = getattr(modules[name], "reset_parameters", None)
+                    if callable(reset) and not isinstance(modules[name], PreTrainedModel):
+                        reset()  # torch's default init, as a plain construction would have run
+                chain = set()
+                for name in owners:
+                    parts_ = name.split(".") if name else []
+                    chain.update(".".join(parts_[:j]) for j in range(len(parts_) + 1))
+
+                def depth(name: str) -> int:
+                    return name.count(".") + 1 if name else 0
+
+                def init_fn(name: str) -> Any:
+                    parts_ = name.split(".") if name else []
+                    for j in range(len(parts_), -1, -1):  # the nearest PreTrainedModel owns the init rules
+                        owner = modules.get(".".join(parts_[:j]))
+                        if isinstance(owner, PreTrainedModel):
+                            return owner._init_weights
+                    return None
+
+                # the modules holding fresh parameters and their ancestors (GPT-2's scaled c_proj init lives in the
+                # parent's rule), children before parents; rules that also touch covered parameters are harmless:
+                # the genes are copied afterwards
+                for name in sorted(chain, key=depth, reverse=True):
+                    fn = init_fn(name)
+                    if fn is not None:
+                        fn(modules[name])
+
+            for dest, src in copies:
+                dest.copy_(src)
         model.tie_weights()
         model.eval()
-        # parameters no gene covers keep the family's own random init; the pipeline reports them
-        model.zoo_fresh_parameters = sorted({k for k, _ in model.named_parameters()} - set(values))
+        model.zoo_fresh_parameters = sorted(fresh)
         return model
 
     def save(self, model: torch.nn.Module, out_dir: Any) -> None:

@@ -105,16 +105,20 @@ def learngene() -> None:
               help="Storage precision of the coefficients.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="A transform parameter, e.g. --param wavelet=db2 (repeatable; values parsed as JSON if they can be).")
+@click.option("--wavelet", help="dwt: wavelet [haar]; same as --param wavelet=NAME.")
+@click.option("--level", type=click.IntRange(min=0), help="dwt: decomposition level; overrides --keep (0 keeps all).")
+@click.option("--mode", help="dwt: boundary mode [periodization]; same as --param mode=NAME.")
 @registry_option
 def learngene_add(source: str, transform: str, keep: str, name: str | None, dtype: str, params: tuple[str, ...],
-                  registry: str | None) -> None:
+                  wavelet: str | None, level: int | None, mode: str | None, registry: str | None) -> None:
     """Extract a learngene from SOURCE and store it.
 
     SOURCE is a local Hugging Face folder or .safetensors file, a hub id (gpt2, google-bert/bert-base-uncased) or
     a short alias (bert-base).
     """
+    sugar = {k: v for k, v in dict(wavelet=wavelet, level=level, mode=mode).items() if v is not None}
     info = api.add_learngene(source, transform=transform, keep=keep, name=name, dtype=dtype, registry=registry,
-                             params=parse_params(params))
+                             params={**parse_params(params), **sugar})
     click.echo(f"added learngene '{info.name}' ({info.family}, {info.transform}, keep {_keep(info.keep)}, "
                f"{info.genes} genes, {info.nbytes / 2**20:.1f} MiB) from {info.source}")
 
@@ -215,8 +219,9 @@ def learngene_rm(name: str, registry: str | None) -> None:
 @click.option("--ffn", type=int, help="Feed-forward width.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--strategy", help="Resize strategy [default: the transform's].")
-@click.option("--stats", default="restore", show_default=True, type=click.Choice(["restore", "none"]),
-              help="restore: each layer gets the source's mean and std (interpolated over depth).")
+@click.option("--stats", default="restore", show_default=True, type=click.Choice(["restore", "fan_in", "none"]),
+              help="restore: each layer gets the source's mean and std (interpolated over depth); fan_in: "
+                   "the same, std scaled by sqrt(source/target fan-in); none: no re-standardization.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (from_pretrained loads it).")
 @registry_option
 def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | None, hidden: int | None,

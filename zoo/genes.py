@@ -15,15 +15,23 @@ import torch
 DEPTH = "depth"
 # Axes whose size is a property of the tokenizer or of the data, not of the model's capacity: never resized.
 FIXED_ROLES = frozenset({"vocab", "type_vocab", "classes", "channels"})
+# Leading axes of lookup tables: their rows are not fan-in.
+TABLE_ROLES = frozenset({"vocab", "type_vocab", "positions"})
 
 
 @dataclass
 class Gene:
-    """One canonical tensor. ``axes[i]`` is the role of ``tensor``'s dimension ``i``."""
+    """One canonical tensor. ``axes[i]`` is the role of ``tensor``'s dimension ``i``.
+
+    ``fan_in`` is how many trailing axes are the layer's inputs (1 for a Linear weight ``[out, in]``, 2 for an
+    attention output weight ``[hidden, heads, head_dim]``, 0 for biases, norms and embeddings). Function-preserving
+    resizes and fan-in scaling need it.
+    """
 
     name: str
     tensor: torch.Tensor
     axes: tuple[str, ...]
+    fan_in: int = 0
 
     def __post_init__(self) -> None:
         if self.tensor.dim() != len(self.axes):
@@ -43,6 +51,14 @@ def shape_for(axes: tuple[str, ...], sizes: Mapping[str, int]) -> tuple[int, ...
     if missing:
         raise KeyError(f"sizes lack roles {missing} (have {sorted(sizes)})")
     return tuple(int(sizes[role]) for role in axes)
+
+
+def fan_in_size(axes: tuple[str, ...], shape: tuple[int, ...], fan_in: int) -> int:
+    """Number of inputs per output unit of a gene with this shape."""
+    size = 1
+    for n in shape[len(shape) - fan_in:] if fan_in else ():
+        size *= int(n)
+    return size
 
 
 def resizable(role: str) -> bool:

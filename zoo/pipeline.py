@@ -15,12 +15,15 @@ from typing import Any
 import torch
 
 from .errors import InvalidConfigError
-from .genes import DEPTH, Gene, Genome, resizable, shape_for
+from .genes import DEPTH, Gene, Genome, fan_in_size, resizable, shape_for
 from .registry.entities import GeneRecord
 from .transforms import ResizeStrategy, Transform
 
 EPS = 1e-12
-STATS_RULES = ("restore", "none")
+# restore: each layer gets the source's mean and std. fan_in: the same, with std scaled by
+# sqrt(source fan-in / target fan-in) so activations keep their variance when input widths change. none: the
+# resized standardized weights are mapped back with the source statistics as they are.
+STATS_RULES = ("restore", "fan_in", "none")
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -77,7 +80,7 @@ def extract_gene(gene: Gene, transform: Transform, keep: Mapping[str, float], pa
     for dim, role in enumerate(gene.axes):
         if resizable(role):
             coeffs = transform.analyze(coeffs, dim, kept_size(x.shape[dim], role, keep), **params)
-    return GeneRecord(gene.name, gene.axes, tuple(x.shape), coeffs.to(dtype), mean.float(), std.float())
+    return GeneRecord(gene.name, gene.axes, tuple(x.shape), coeffs.to(dtype), mean.float(), std.float(), gene.fan_in)
 
 
 def extract(genome: Genome, transform: Transform, keep: Mapping[str, float], params: Mapping[str, Any],
@@ -107,7 +110,7 @@ def materialize_gene(record: GeneRecord, target_shape: tuple[int, ...], transfor
     mean, std = record.mean.float(), record.std.float()
     if stacked:
         mean, std = interpolate_depth(mean, target_shape[0]), interpolate_depth(std, target_shape[0])
-    if stats == "restore":
+    if stats in ("restore", "fan_in"):
         # Re-standardize: cropping or padding a spectrum changes the energy per element, and an explicit
         # rescale is what keeps each layer's mean and std equal to the source's (FRONT's scaling bug).
         z_mean, z_std = _layer_stats(z, stacked)
@@ -116,6 +119,10 @@ def materialize_gene(record: GeneRecord, target_shape: tuple[int, ...], transfor
         z = (z - _expand(z_mean, z, stacked)) / _expand(z_std, z, stacked)
     elif stats != "none":
         raise InvalidConfigError(f"unknown statistics rule '{stats}'; valid choices: {', '.join(STATS_RULES)}")
+    if stats == "fan_in" and record.fan_in:
+        ratio = fan_in_size(record.axes, record.source_shape, record.fan_in) / fan_in_size(
+            record.axes, tuple(target_shape), record.fan_in)
+        std = std * math.sqrt(ratio)
     return z * _expand(std, z, stacked) + _expand(mean, z, stacked)
 
 
@@ -128,7 +135,7 @@ def materialize(records: Mapping[str, GeneRecord], sizes: Mapping[str, int], tra
             if not resizable(role) and src != dst:
                 raise InvalidConfigError(f"gene '{name}': axis '{role}' is never resized ({src} -> {dst})")
         tensor = materialize_gene(record, target_shape, transform, strategy, params, stats)
-        genome[name] = Gene(name, tensor, record.axes)
+        genome[name] = Gene(name, tensor, record.axes, record.fan_in)
     return genome
 
 

@@ -19,6 +19,7 @@ class GeneRecord:
     coeffs: torch.Tensor
     mean: torch.Tensor  # per layer for stacked genes, else a scalar
     std: torch.Tensor
+    fan_in: int = 0  # trailing axes that are inputs (see zoo.genes.Gene)
 
     @property
     def stacked(self) -> bool:

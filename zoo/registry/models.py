@@ -48,6 +48,7 @@ class SqlGene(Base):
     nbytes: Mapped[int] = mapped_column(Integer, nullable=False)
     sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # safetensors: coeffs, mean, std
+    fan_in: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")  # added in 0002
 
     learngene: Mapped[SqlLearngene] = relationship(back_populates="genes")
 

@@ -239,6 +239,7 @@ class Registry:
                 out[gene.name] = GeneRecord(
                     name=gene.name, axes=tuple(json.loads(gene.axes)), source_shape=tuple(json.loads(gene.source_shape)),
                     coeffs=tensors["coeffs"].to(device), mean=tensors["mean"].to(device), std=tensors["std"].to(device),
+                    fan_in=gene.fan_in,
                 )
             return out
 
@@ -291,7 +292,7 @@ def _gene_row(record: GeneRecord) -> SqlGene:
     return SqlGene(
         name=record.name, axes=json.dumps(list(record.axes)), source_shape=json.dumps(list(record.source_shape)),
         shape=json.dumps(list(coeffs.shape)), dtype=str(coeffs.dtype).removeprefix("torch."), nbytes=len(data),
-        sha256=sha256(data), data=data,
+        sha256=sha256(data), data=data, fan_in=record.fan_in,
     )
 
 
