@@ -56,3 +56,59 @@ def minilm_tokenizer(minilm_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A random 2-layer, 32-wide BERT folder (safetensors + vocab.txt): adding or materializing it takes ms."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert") / "tiny-bert"
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=32, type_vocab_size=2)
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+                                                + [f"tok{i}" for i in range(91)]) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def postgres_server(request) -> str:
+    """URL of a PostgreSQL server for team-registry tests: $ZOO_TEST_POSTGRES_URL (.ci/run starts one with
+    scripts/start_postgres.sh), else one the script starts here if PostgreSQL is installed; else the test skips."""
+    import subprocess
+
+    if importlib.util.find_spec("psycopg") is None:
+        pytest.skip("psycopg is not installed: pip install 'psycopg[binary]' (in the [test] extra)")
+    url = os.environ.get("ZOO_TEST_POSTGRES_URL")
+    if not url:
+        script = Path(__file__).resolve().parents[1] / "scripts" / "start_postgres.sh"
+        started = subprocess.run(["bash", str(script), "--no-install"], capture_output=True, text=True, timeout=180)
+        if started.returncode != 0:
+            why = (started.stderr.strip().splitlines() or ["no output"])[-1]
+            pytest.skip(f"no PostgreSQL server could be started ({why}); run scripts/start_postgres.sh, or set "
+                        f"ZOO_TEST_POSTGRES_URL")
+        url = started.stdout.strip()
+        if "starting PostgreSQL" in started.stderr:  # started here, so stopped here
+            request.addfinalizer(lambda: subprocess.run(["bash", str(script), "--stop"], capture_output=True))
+    return url
+
+
+@pytest.fixture()
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty database on the test server (dropped afterwards), as a postgresql:// URL."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(postgres_server)
+    name = f"zoo_t_{uuid.uuid4().hex[:12]}"
+    dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield server.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -1,12 +1,16 @@
-"""The plugin system: a plugin registered at run time adds an architecture the CLI then uses; conflicts are
-errors naming both plugins; a broken installed plugin is reported and the rest keeps working."""
+"""The plugin system: a plugin registered at run time adds an architecture the CLI then uses; the example plugin
+(docs/examples/zoo-distilbert) works through its entry point alone; conflicts are errors naming both plugins; a
+broken installed plugin is reported and the rest keeps working."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import subprocess
 import sys
 import textwrap
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,48 +18,34 @@ from click.testing import CliRunner
 from transformers import DistilBertConfig, DistilBertModel
 
 import zoo
-from zoo.adapters import TransformersAdapter, WeightMap
 from zoo.cli import cli
 
-H, HEADS, HD, FFN = "hidden", "heads", "head_dim", "ffn"
-L = "transformer.layer.{i}."
+EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "zoo-distilbert" / "zoo_distilbert.py"
+EXAMPLE_INSTALLED = importlib.util.find_spec("zoo_distilbert") is not None
 
 
-class DistilBertAdapter(TransformersAdapter):
-    """What a third-party plugin author writes: one class listing where each weight lives."""
+def _example_module() -> types.ModuleType:
+    """The example plugin's module: installed, or read from its folder (then only registered at run time here)."""
+    if EXAMPLE_INSTALLED:
+        import zoo_distilbert
 
-    name = "distilbert"
-    model_types = ("distilbert",)
-    config_keys = {"depth": "n_layers", H: "dim", HEADS: "n_heads", FFN: "hidden_dim", "vocab": "vocab_size",
-                   "positions": "max_position_embeddings"}
-    key_prefixes = ("distilbert.",)
-    default_architecture = "DistilBertModel"
-    weights = (
-        WeightMap("embed.tokens", "embeddings.word_embeddings.weight", ("vocab", H)),
-        WeightMap("embed.positions", "embeddings.position_embeddings.weight", ("positions", H)),
-        WeightMap("embed.norm.weight", "embeddings.LayerNorm.weight", (H,)),
-        WeightMap("embed.norm.bias", "embeddings.LayerNorm.bias", (H,)),
-        *(WeightMap(f"attn.{p}.weight", L + f"attention.{p}_lin.weight", (HEADS, HD, H)) for p in "qkv"),
-        *(WeightMap(f"attn.{p}.bias", L + f"attention.{p}_lin.bias", (HEADS, HD)) for p in "qkv"),
-        WeightMap("attn.o.weight", L + "attention.out_lin.weight", (H, HEADS, HD), fan_in=2),
-        WeightMap("attn.o.bias", L + "attention.out_lin.bias", (H,)),
-        WeightMap("attn.norm.weight", L + "sa_layer_norm.weight", (H,)),
-        WeightMap("attn.norm.bias", L + "sa_layer_norm.bias", (H,)),
-        WeightMap("mlp.up.weight", L + "ffn.lin1.weight", (FFN, H)),
-        WeightMap("mlp.up.bias", L + "ffn.lin1.bias", (FFN,)),
-        WeightMap("mlp.down.weight", L + "ffn.lin2.weight", (H, FFN)),
-        WeightMap("mlp.down.bias", L + "ffn.lin2.bias", (H,)),
-        WeightMap("mlp.norm.weight", L + "output_layer_norm.weight", (H,)),
-        WeightMap("mlp.norm.bias", L + "output_layer_norm.bias", (H,)),
-    )
+        return zoo_distilbert
+    spec = importlib.util.spec_from_file_location("zoo_distilbert_uninstalled", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def make_plugin(adapter) -> types.ModuleType:
+# What a third-party plugin author writes: one class listing where each weight lives.
+DistilBertAdapter = _example_module().DistilBertAdapter
+
+
+def make_plugin(adapter, replace=False) -> types.ModuleType:
     module = types.ModuleType("zoo_test_plugin")
 
     @zoo.hookimpl
     def register_architectures(register):
-        register(adapter)
+        register(adapter, replace=replace)
 
     module.register_architectures = register_architectures
     return module
@@ -63,7 +53,8 @@ def make_plugin(adapter) -> types.ModuleType:
 
 @pytest.fixture()
 def distilbert_plugin():
-    name = zoo.register_plugin(make_plugin(DistilBertAdapter()), name="test-distilbert")
+    # replace=True: the installed example plugin may already register "distilbert"
+    name = zoo.register_plugin(make_plugin(DistilBertAdapter(), replace=True), name="test-distilbert")
     yield name
     zoo.unregister_plugin(name)
 
@@ -81,7 +72,8 @@ def distilbert_dir(tmp_path):
     return tmp_path / "distilbert", model.eval()
 
 
-def test_runtime_plugin_adds_an_architecture_the_cli_uses(distilbert_plugin, distilbert_dir, tmp_path):
+def test_hook_register_architectures(distilbert_plugin, distilbert_dir, tmp_path):
+    """A plugin registered at run time adds an architecture the CLI then uses."""
     folder, source = distilbert_dir
     reg, out = tmp_path / "r.db", tmp_path / "out"
     runner = CliRunner()
@@ -101,6 +93,38 @@ def test_runtime_plugin_adds_an_architecture_the_cli_uses(distilbert_plugin, dis
     assert result.exit_code == 0, result.output
     model = DistilBertModel.from_pretrained(out).eval()
     assert (model.config.n_layers, model.config.dim, model.config.n_heads) == (5, 96, 6)
+    hidden = model(input_ids=torch.tensor([[1, 5, 7, 9]])).last_hidden_state
+    assert hidden.shape == (1, 4, 96) and torch.isfinite(hidden).all()
+
+
+@pytest.mark.skipif(not EXAMPLE_INSTALLED, reason="pip install -e docs/examples/zoo-distilbert (install.sh --test)")
+def test_example_plugin_works_through_its_entry_point(distilbert_dir, tmp_path):
+    """Only the installed package: a fresh process, where nothing is registered at run time, finds, lists and
+    uses it through the zoo CLI (one process for the three commands: each would otherwise re-import torch)."""
+    folder, _ = distilbert_dir
+    reg, out = tmp_path / "r.db", tmp_path / "out"
+    commands = [["plugins", "--json"], ["learngene", "add", str(folder), "--keep", "0.5", "--registry", str(reg)],
+                ["materialize", "--arch", "distilbert", "--layers", "4", "--hidden", "96", "--out", str(out),
+                 "--registry", str(reg)]]
+    code = textwrap.dedent(f"""
+        import json
+        from click.testing import CliRunner
+        from zoo.cli import cli
+        results = [CliRunner().invoke(cli, args) for args in {commands!r}]
+        print(json.dumps([(r.exit_code, r.output) for r in results]))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (code_list, listing), (code_add, added), (code_mat, made) = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (code_list, code_add, code_mat) == (0, 0, 0), (listing, added, made)
+    listed = {row["name"]: row for row in json.loads(listing)["plugins"]}
+    assert listed["distilbert"]["source"] == "zoo-distilbert 0.1.0"
+    assert listed["distilbert"]["module"] == "zoo_distilbert"
+    assert listed["distilbert"]["architectures"] == ["distilbert"]
+    assert "(distilbert, dct" in added and "materialized DistilBertModel" in made
+    model = DistilBertModel.from_pretrained(out).eval()
+    assert (model.config.n_layers, model.config.dim, model.config.n_heads, model.config.hidden_dim) == (4, 96, 6, 192)
+    assert (Path(out) / "zoo.json").is_file()
     hidden = model(input_ids=torch.tensor([[1, 5, 7, 9]])).last_hidden_state
     assert hidden.shape == (1, 4, 96) and torch.isfinite(hidden).all()
 

@@ -291,11 +291,12 @@ class TransformersAdapter:
             copies: list[tuple[torch.Tensor, torch.Tensor]] = []
             covered: set[str] = set()
 
-            def mismatch(full_key: str, shapes: list[tuple[int, ...]]) -> InvalidConfigError:
+            def mismatch(full_key: str, shapes: list[tuple[int, ...]], want: tuple[int, ...] | None = None):
                 have = " + ".join(str(s) for s in shapes)
-                return InvalidConfigError(
-                    f"gene for '{full_key}' has shape {have}, model wants {tuple(params[full_key].shape)}"
-                )
+                stored = tuple(params[full_key].shape)
+                want = stored if want is None else want
+                note = "" if want == stored else f" (stored transposed as {stored})"
+                return InvalidConfigError(f"gene for '{full_key}' has shape {have}, model wants {want}{note}")
 
             if type(self).from_genome is not TransformersAdapter.from_genome:
                 # a family with its own layout logic: honour it (costs one extra copy)
@@ -330,7 +331,7 @@ class TransformersAdapter:
                     dest = target.T if pieces[0][2].transposed and target.dim() == 2 else target
                     row = math.prod(dest.shape[1:])
                     if sum(p[1].numel() for p in pieces) != dest.numel() or any(p[1].numel() % row for p in pieces):
-                        raise mismatch(full_key, [tuple(p[1].shape) for p in pieces])
+                        raise mismatch(full_key, [tuple(p[1].shape) for p in pieces], tuple(dest.shape))
                     offset = 0
                     for _, tensor, _ in pieces:
                         rows = tensor.reshape(-1, *dest.shape[1:])

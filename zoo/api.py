@@ -15,11 +15,12 @@ import torch
 from . import __version__
 from .adapters import DEFAULT_MAX_PARAMS
 from .errors import InvalidConfigError, UnknownNameError, ZooError
+from .genes import resizable
 from .pipeline import STORAGE_DTYPES, extract, materialize as materialize_genes, parse_keep
 from .plugins import catalog, pm
 from .registry import LearngeneInfo, Registry, open_registry
 from .registry.store import now
-from .sources import resolve
+from .sources import ASSET_FILES, resolve
 
 DEFAULT_KEEP = 0.5
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -40,7 +41,7 @@ def _registry(registry: Registry | str | os.PathLike[str] | None, create: bool =
 
 
 def check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name or ""):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):  # fullmatch: `$` would allow "x\n"
         raise InvalidConfigError(
             f"invalid learngene name {name!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
@@ -73,7 +74,9 @@ def find_adapter(config: dict[str, Any]) -> Any:
 
 
 def _default_name(checkpoint: Any, transform: str) -> str:
-    if checkpoint.hub_id:
+    if getattr(checkpoint, "default_name", None):
+        base = checkpoint.default_name
+    elif checkpoint.hub_id:
         base = checkpoint.hub_id.rsplit("/", 1)[-1]
     else:
         folder = checkpoint.root
@@ -115,7 +118,7 @@ def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: An
         aliases = {a: hub for e in cat.architectures.values() for a, hub in getattr(e.obj, "source_aliases", {}).items()}
         checkpoint = resolve(source, aliases, aliases)
     adapter = find_adapter(checkpoint.config)
-    genome = adapter.to_genome(checkpoint.state_dict(), checkpoint.config)
+    genome = adapter.to_genome(_read_weights(checkpoint, source), checkpoint.config)
     roles = {role for gene in genome.values() for role in gene.axes}
     unknown_roles = sorted(set(keep_ratios) - roles - {"*"})
     if unknown_roles:
@@ -139,6 +142,18 @@ def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: An
     )
     reg.add(info, records, checkpoint.assets)
     return reg.get(info.name)
+
+
+def _read_weights(checkpoint: Any, source: str) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors; a file that is damaged, or a pickle that ``weights_only`` refuses, is one line."""
+    try:
+        return checkpoint.state_dict()
+    except ZooError:
+        raise
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ZooError(f"cannot read the weights of '{source}' (zoo loads only safetensors, GGUF and plain-tensor "
+                       f"torch files, never pickled code): {type(exc).__name__}: {reason}") from exc
 
 
 def check_params(transform: Any, params: dict[str, Any] | None) -> dict[str, Any]:
@@ -190,10 +205,13 @@ def _check_memory(params: int, device: torch.device) -> None:
         free, _total = torch.cuda.mem_get_info(device)
         available = free
     else:
-        try:
-            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            available = None
+        try:  # MemAvailable counts reclaimable page cache; free pages alone shrink after any large file write
+            available = int(re.search(r"MemAvailable:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) * 1024
+        except (OSError, AttributeError, ValueError):
+            try:
+                available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            except (ValueError, OSError, AttributeError):
+                available = None
     if params > DEFAULT_MAX_PARAMS or (available is not None and need * 2 > available):
         raise InvalidConfigError(
             f"the target has {params:,} parameters and needs about {2 * need / 2**30:.1f} GiB to build "
@@ -217,8 +235,11 @@ def materialize(
     strategy: str | None = None,
     stats: str = "restore",
     out: str | os.PathLike[str] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> torch.nn.Module:
     """Build a model of the requested sizes from a learngene; unset sizes keep the source's.
+
+    ``options`` are the family's other target settings (``adapter.target_options``, e.g. a ViT's ``img_size``).
 
     Returns the model (in eval mode, on ``device``). With ``out``, also writes a folder that
     ``from_pretrained`` loads. ``model.zoo_report`` says which learngene was used and which parameters no gene
@@ -227,24 +248,29 @@ def materialize(
     dev = resolve_device(device)
     with _registry(registry) as reg:
         return _materialize(reg, arch, learngene, dict(layers=layers, hidden=hidden, heads=heads, ffn=ffn,
-                            kv_heads=kv_heads, head_dim=head_dim, positions=positions), dev, strategy, stats, out)
+                            kv_heads=kv_heads, head_dim=head_dim, positions=positions), dev, strategy, stats, out,
+                            options)
 
 
 def _materialize(reg: Registry, arch: str | None, learngene: str | None, requested: dict[str, int | None],
                  dev: torch.device, strategy: str | None, stats: str,
-                 out: str | os.PathLike[str] | None) -> torch.nn.Module:
+                 out: str | os.PathLike[str] | None, options: dict[str, Any] | None = None) -> torch.nn.Module:
     info, adapter = pick_learngene(reg, arch, learngene)
     cat = catalog()
     transform = cat.transform(info.transform)
     strategy_obj = cat.resize_strategy(strategy or getattr(transform, "default_strategy", "spectral"))
     config = adapter.target_config(info.source_config, **requested)
+    config = apply_options(adapter, config, options)
     _check_memory(adapter.parameter_count(config), dev)
-    out_dir = Path(out).expanduser() if out is not None else None
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise InvalidConfigError(f"--out {out_dir} exists and is not a folder")
+    out_dir = check_out(out, reg) if out is not None else None  # before any work: refusing late wastes it
     records = reg.genes(info.name, device=dev)
+    sizes = adapter.sizes(config)
+    # a gene the target has no room for (a classifier for another class count, a role it lacks) is left out: its
+    # parameters keep their fresh init and show up in the report
+    skipped = sorted(n for n, r in records.items() if not _fits(r, sizes))
+    records = {n: r for n, r in records.items() if n not in skipped}
     with torch.no_grad():
-        genome = materialize_genes(records, adapter.sizes(config), transform, strategy_obj, info.transform_params, stats)
+        genome = materialize_genes(records, sizes, transform, strategy_obj, info.transform_params, stats)
         model = adapter.build(config, genome, device=dev)
     model.zoo_report = {
         "learngene": info.name,
@@ -252,10 +278,57 @@ def _materialize(reg: Registry, arch: str | None, learngene: str | None, request
         "source": info.source,
         "sizes": {k: v for k, v in adapter.sizes(config).items()},
         "fresh_parameters": list(getattr(model, "zoo_fresh_parameters", [])),
+        "skipped_genes": skipped,
     }
     if out_dir is not None:
+        if hasattr(adapter, "load_code"):  # how to load what save() writes, when it is not from_pretrained
+            model.zoo_report["load"] = adapter.load_code(config, out_dir)
         save(model, adapter, out_dir, reg.assets(info.name), model.zoo_report)
     return model
+
+
+def apply_options(adapter: Any, config: dict[str, Any], options: dict[str, Any] | None) -> dict[str, Any]:
+    """The target config with the family's extra options (``--set KEY=VALUE``); unknown keys name the valid ones."""
+    if not options:
+        return config
+    accepted = getattr(adapter, "target_options", {})
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise InvalidConfigError(f"architecture '{adapter.name}' has no option {', '.join(repr(u) for u in unknown)}; "
+                                 f"valid: {', '.join(sorted(accepted)) or '(none)'}")
+    return adapter.apply_options(config, dict(options))
+
+
+def _fits(record: Any, sizes: dict[str, int]) -> bool:
+    return all(role in sizes and (resizable(role) or sizes[role] == n)
+               for role, n in zip(record.axes, record.source_shape))
+
+
+def check_out(out: str | os.PathLike[str], reg: Registry | None = None) -> Path:
+    """The ``--out`` folder, refused if writing it could touch anything zoo did not write.
+
+    zoo replaces the whole folder (write beside it, then rename), so it must not be a symlink (the rename would
+    replace the link, the removal could follow it), nor hold the registry, nor hold files zoo did not write.
+    """
+    out_dir = Path(out).expanduser()
+    if out_dir.is_symlink():
+        raise InvalidConfigError(f"--out {out_dir} is a symbolic link; give the real folder it points to")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InvalidConfigError(f"--out {out_dir} exists and is not a folder")
+    if reg is not None and reg.path is not None and reg.path.resolve().is_relative_to(out_dir.resolve()):
+        raise InvalidConfigError(f"--out {out_dir} holds the registry {reg.path}; choose another folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not _zoo_output(out_dir):
+        raise InvalidConfigError(f"--out {out_dir} is a non-empty folder that zoo did not write; choose another")
+    return out_dir
+
+
+def _zoo_output(folder: Path) -> bool:
+    """A folder zoo wrote: zoo.json, and nothing but the entries it lists (a user's extra file keeps it)."""
+    try:
+        written = set(json.loads((folder / "zoo.json").read_text()).get("files", []))
+    except (OSError, ValueError, AttributeError):
+        return False
+    return all(p.name in written | {"zoo.json"} and not p.is_symlink() for p in folder.iterdir())
 
 
 def save(model: torch.nn.Module, adapter: Any, out_dir: Path, assets: dict[str, bytes], report: dict) -> None:
@@ -268,13 +341,12 @@ def save(model: torch.nn.Module, adapter: Any, out_dir: Path, assets: dict[str, 
     try:
         adapter.save(model, tmp)
         for filename, data in assets.items():
-            if "/" in filename or filename.startswith("."):
-                continue
-            (tmp / filename).write_bytes(data)
-        (tmp / "zoo.json").write_text(json.dumps(report, indent=2) + "\n")
+            if filename in ASSET_FILES:  # names from the registry, which may be shared: never a path
+                (tmp / filename).write_bytes(data)
+        files = sorted(p.name for p in tmp.iterdir())
+        (tmp / "zoo.json").write_text(json.dumps({**report, "files": files}, indent=2) + "\n")
         if out_dir.exists():
-            if any(out_dir.iterdir()) and not (out_dir / "zoo.json").exists():
-                raise ZooError(f"--out {out_dir} is a non-empty folder that zoo did not write; choose another")
+            check_out(out_dir)
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     finally:

@@ -123,12 +123,12 @@ def learngene_add(source: str, transform: str, keep: str, name: str | None, dtyp
                f"{info.genes} genes, {info.nbytes / 2**20:.1f} MiB) from {info.source}")
 
 
-def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
+def parse_params(items: tuple[str, ...], option: str = "--param") -> dict[str, Any]:
     params: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--param")
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=option)
         try:
             params[key.strip()] = json.loads(value)
         except ValueError:
@@ -222,11 +222,15 @@ def learngene_rm(name: str, registry: str | None) -> None:
 @click.option("--stats", default="restore", show_default=True, type=click.Choice(["restore", "fan_in", "none"]),
               help="restore: each layer gets the source's mean and std (interpolated over depth); fan_in: "
                    "the same, std scaled by sqrt(source/target fan-in); none: no re-standardization.")
+@click.option("--set", "options", multiple=True, metavar="KEY=VALUE",
+              help="An architecture's other target option, e.g. --set format=timm --set img_size=224 for vit "
+                   "(repeatable; values parsed as JSON if they can be).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (from_pretrained loads it).")
 @registry_option
 def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | None, hidden: int | None,
                     heads: int | None, kv_heads: int | None, head_dim: int | None, ffn: int | None, device: str,
-                    strategy: str | None, stats: str, out: str, registry: str | None) -> None:
+                    strategy: str | None, stats: str, options: tuple[str, ...], out: str,
+                    registry: str | None) -> None:
     """Build a model of any size from a learngene and save it as a Hugging Face folder.
 
     Sizes you leave out keep the source model's.
@@ -234,6 +238,7 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
     model = api.materialize(
         arch, learngene=learngene_name, layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
         head_dim=head_dim, ffn=ffn, device=device, strategy=strategy, stats=stats, out=out, registry=registry,
+        options=parse_params(options, "--set"),
     )
     report = model.zoo_report
     sizes = report["sizes"]
@@ -245,30 +250,44 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
     if report["fresh_parameters"]:
         click.echo(f"note: {len(report['fresh_parameters'])} parameters had no gene and keep random init: "
                    f"{', '.join(report['fresh_parameters'][:4])}{' ...' if len(report['fresh_parameters']) > 4 else ''}")
-    click.echo(f"load it with: transformers.AutoModel.from_pretrained({out!r})")
+    default_load = f"transformers.{type(model).__name__}.from_pretrained({out!r})"
+    click.echo(f"load it with: {report.get('load') or default_load}")
 
 
 @cli.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins_cmd(as_json: bool) -> None:
-    """List loaded plugins and what each registers."""
-    from .plugins import catalog, load_errors, plugin_sources
+    """List loaded plugins: where each comes from, its hooks, what it registers, and plugins that failed to load.
+
+    SOURCE is the distribution ("name version"), "builtin" (a source tree never installed) or "runtime"
+    (zoo.register_plugin). ZOO_LOAD_PLUGINS / ZOO_DISABLE_PLUGINS (comma-separated names) control loading.
+    """
+    from .plugins import catalog, load_errors, plugin_sources, pm
 
     cat = catalog()
+    kinds = ("architectures", "transforms", "resize_strategies")
     rows: dict[str, dict[str, Any]] = {}
-    for kind in ("architectures", "transforms", "resize_strategies"):
+    # every loaded plugin, including those that only resolve sources or add commands
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:  # blocked
+            continue
+        rows[name] = {"name": name, "source": plugin_sources.get(name, "?"),
+                      "module": getattr(plugin, "__name__", type(plugin).__name__),
+                      "hooks": sorted(caller.name for caller in pm.get_hookcallers(plugin) or ()),
+                      **{kind: [] for kind in kinds}}
+    for kind in kinds:
         for name, entry in getattr(cat, kind).items():
-            rows.setdefault(entry.plugin, {"name": entry.plugin, "source": plugin_sources.get(entry.plugin, "?"),
-                                           "architectures": [], "transforms": [], "resize_strategies": []})
             rows[entry.plugin][kind].append(name)
     data = sorted(rows.values(), key=lambda r: r["name"])
     if as_json:
         _emit_json({"plugins": data, "errors": load_errors})
         return
     for row in data:
-        provided = "; ".join(f"{k.replace('_', ' ')}: {', '.join(v)}" for k, v in row.items()
-                             if isinstance(v, list) and v)
-        click.echo(f"{row['name']:<12} {row['source']:<24} {provided}")
+        provided = [f"{k.replace('_', ' ')}: {', '.join(row[k])}" for k in kinds if row[k]]
+        other_hooks = [h for h in row["hooks"] if h.removeprefix("register_") not in kinds]
+        if other_hooks:
+            provided.append(f"hooks: {', '.join(other_hooks)}")
+        click.echo(f"{row['name']:<12} {row['source']:<24} {'; '.join(provided)}")
     for name, error in load_errors.items():
         click.echo(f"{name:<12} FAILED TO LOAD: {error}")
 
@@ -285,8 +304,36 @@ def db_upgrade(registry: str | None) -> None:
     from .registry.store import Registry, default_registry_path, to_url
 
     location = registry or str(default_registry_path())
-    Registry(to_url(location), create=False, check_schema=False).upgrade()
+    with Registry(to_url(location), create=False, check_schema=False) as reg:
+        reg.upgrade()
     click.echo(f"registry {location} is at the current schema")
+
+
+@cli.command("verify")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@registry_option
+def verify_cmd(names: tuple[str, ...], as_json: bool, registry: str | None) -> None:
+    """Check the registry: database integrity, every gene's and asset's sha256, safetensors, shapes.
+
+    Exits 1 if anything is damaged. Nothing is repaired: restore from a backup, or re-add the learngene.
+    """
+    from .registry.store import Registry, default_registry_path, to_url
+    from .registry.verify import verify
+
+    location = to_url(registry or default_registry_path())
+    with Registry(location, create=False, check_schema=False, read_only=True) as reg:
+        report = verify(reg, names)
+    if as_json:
+        _emit_json(report.to_json())
+    else:
+        for problem in report.problems:
+            click.echo(f"DAMAGED: {problem}")
+        status = "OK" if report.ok else f"{len(report.problems)} problem(s) found; nothing was changed"
+        click.echo(f"registry {report.registry}: {report.learngenes} learngenes, {report.genes} genes, "
+                   f"{report.assets} assets checked ({report.nbytes / 2**20:.1f} MiB): {status}")
+    if not report.ok:
+        raise click.exceptions.Exit(1)
 
 
 def _register_plugin_commands() -> None:

@@ -104,6 +104,11 @@ def interpolate_depth(values: torch.Tensor, layers: int) -> torch.Tensor:
 
 def materialize_gene(record: GeneRecord, target_shape: tuple[int, ...], transform: Transform,
                      strategy: ResizeStrategy, params: Mapping[str, Any], stats: str = "restore") -> torch.Tensor:
+    resize_weights = getattr(strategy, "resize_weights", None)
+    if resize_weights is not None:
+        # Weight-level strategies (the select and duplicate baselines) map the source's own weights; their scale
+        # defines them (kept values; inputs divided by replication counts), so no statistics rule applies.
+        return resize_weights(record, tuple(target_shape), transform, params).to(torch.float32)
     coeffs = record.coeffs.to(torch.float32)
     z = strategy.resize(coeffs, record.axes, target_shape, transform, params).to(torch.float32)
     stacked = record.stacked

@@ -24,8 +24,14 @@ ENTRY_POINT_GROUP = "zoo"
 BUILTIN_PLUGINS = (
     "zoo_plugins.bert",
     "zoo_plugins.gpt2",
+    "zoo_plugins.vit",
+    "zoo_plugins.onnx_source",
+    "zoo_plugins.llama",
     "zoo_plugins.dct",
     "zoo_plugins.spectral",
+    "zoo_plugins.dwt",
+    "zoo_plugins.wavelet",
+    "zoo_plugins.baselines",
 )
 
 pm = pluggy.PluginManager("zoo")

@@ -49,6 +49,7 @@ class Checkpoint:
     hub_id: str | None = None
     assets: dict[str, bytes] = field(default_factory=dict)
     loader: Callable[[], dict[str, torch.Tensor]] | None = None
+    default_name: str | None = None  # learngene name stem when neither a hub id nor the folder gives a good one
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         if self.loader is not None:

@@ -1,37 +1,60 @@
-"""The registry store: one managed session per operation, atomic writes, schema checks.
+"""The registry store: one managed transaction per operation, atomic writes, schema checks.
 
 Where it lives: ``--registry`` (a path or SQLAlchemy URL), else ``$ZOO_REGISTRY``, else ``registry.db`` in the
 user's data directory. A new default registry starts as a copy of the bundled ``registry.db.example``, so zoo works
-offline from a fresh clone.
+offline from a fresh clone. A ``postgresql://`` URL gives a team registry: the same tables, tensors kept in the
+database (``bytea``), see docs/registry.md.
+
+Reliability (docs/registry.md): SQLite runs in WAL mode with a busy timeout, write transactions start with
+``BEGIN IMMEDIATE`` (so a writer waits for the lock up front instead of failing half-way with "database is
+locked"), busy errors are retried, first-time setup and migrations run under a lock and in one transaction, and
+every gene and asset carries a sha256 that is checked whenever it is read.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import json
 import os
+import random
+import re
 import shutil
+import signal
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
-from sqlalchemy import create_engine, event, inspect, select
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy import create_engine, delete, event, inspect, select
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import DuplicateNameError, RegistryError, UnknownNameError
 from .entities import GeneRecord, LearngeneInfo
+from .lock import setup_lock
 from .models import SqlAsset, SqlGene, SqlLearngene
 
 EXAMPLE_NAME = "registry.db.example"
 MIGRATIONS = Path(__file__).parent / "migrations"
+BUSY_TIMEOUT_S = 30  # how long SQLite waits for another writer before reporting busy
+BUSY_RETRIES = 3  # then the whole transaction is retried this many times, with jittered backoff
+PG_SETUP_LOCK = 0x7A6F6F  # advisory lock key ("zoo") serializing schema setup on a PostgreSQL registry
+T = TypeVar("T")
+
+
+def crash_point(name: str) -> None:
+    """Test hook: with ``ZOO_TEST_KILL_AT=name`` the process SIGKILLs itself here (tests/test_reliability.py)."""
+    if os.environ.get("ZOO_TEST_KILL_AT") == name:
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 def default_registry_path() -> Path:
@@ -54,96 +77,224 @@ def to_url(location: str | os.PathLike[str]) -> str:
     return f"sqlite:///{Path(text).expanduser().resolve()}"
 
 
-def _alembic_config(engine: Engine) -> Any:
+def redact(url: str) -> str:
+    """A URL fit for messages: the password replaced by ***."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def _engine_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise RegistryError(
+            f"invalid registry URL '{redact(url)}'; give a file path or a SQLAlchemy URL such as "
+            f"postgresql://user:password@host/dbname"
+        ) from None
+    # postgresql:// means psycopg2 to SQLAlchemy; zoo's [postgres] extra installs psycopg 3
+    if parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg2") is None \
+            and importlib.util.find_spec("psycopg") is not None:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _alembic_config(engine: Engine, connection: Connection | None = None) -> Any:
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
+    if connection is not None:
+        cfg.attributes["connection"] = connection
     return cfg
 
 
-def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_connection: Any, _record: Any, read_only: bool = False) -> None:
     cursor = dbapi_connection.cursor()
     # busy_timeout first: switching to WAL itself needs the lock (codebase-memory-mcp #116)
-    cursor.execute("PRAGMA busy_timeout = 30000")
+    cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
     cursor.execute("PRAGMA foreign_keys = ON")
-    cursor.execute("PRAGMA journal_mode = WAL")
-    cursor.execute("PRAGMA synchronous = NORMAL")
+    if read_only:  # `zoo verify`: not even the journal mode changes
+        cursor.execute("PRAGMA query_only = ON")
+    else:
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")  # a committed learngene survives a power cut too
     cursor.close()
+    # zoo emits BEGIN itself (below): pysqlite's implicit transactions start only at the first INSERT, so a
+    # transaction that read first would have to upgrade its lock mid-way, which fails at once in WAL mode
+    # ("database is locked", no busy wait), and DDL would run outside any transaction
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("zoo_write") else "BEGIN")
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _sqlstate(orig: BaseException) -> str | None:
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)  # psycopg 3 / psycopg2
+
+
+def _is_busy(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", exc)
+    if _sqlstate(orig) in ("40001", "40P01", "55P03"):  # serialization failure, deadlock, lock not available
+        return True
+    text = str(orig).lower()
+    return "database is locked" in text or "database is busy" in text or "database table is locked" in text
+
+
+def _is_damage(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", exc)
+    if _sqlstate(orig) in ("XX001", "XX002"):  # data_corrupted, index_corrupted
+        return True
+    text = str(orig).lower()
+    return any(s in text for s in ("malformed", "not a database", "disk i/o error", "database corrupt"))
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig or exc).strip().splitlines()[0] if str(orig or exc).strip() else type(exc).__name__
+
+
 class Registry:
     """A learngene registry at a SQLAlchemy URL. Use :func:`open_registry` to get one."""
 
-    def __init__(self, url: str, create: bool = True, check_schema: bool = True):
-        self.url = url
-        parsed = make_url(url)
+    def __init__(self, url: str, create: bool = True, check_schema: bool = True, read_only: bool = False):
+        parsed = _engine_url(url)
+        self.url = parsed.render_as_string(hide_password=False)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self.path: Path | None = None
+        connect_args: dict[str, Any] = {}
         if self.is_sqlite:
-            db = parsed.database
-            if not db or db == ":memory:":
-                raise RegistryError("in-memory registries are not supported; give a file path")
-            path = Path(db)
-            if not path.exists() and not create:
-                raise RegistryError(
-                    f"registry {path} does not exist; check --registry / $ZOO_REGISTRY, or create it with "
-                    f"`zoo learngene add SOURCE --registry {path}`"
-                )
-            if path.exists() and path.is_dir():
-                raise RegistryError(f"registry path {path} is a directory; give a file such as {path / 'registry.db'}")
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise RegistryError(f"cannot create the registry folder {path.parent}: {exc}") from exc
-            self.path: Path | None = path
-        else:
-            self.path = None
+            self.path = self._sqlite_path(parsed, create)
+        elif parsed.get_backend_name() == "postgresql":
+            if "connect_timeout" not in parsed.query:
+                connect_args["connect_timeout"] = 10  # an unreachable server fails in seconds, not minutes
+            if read_only:
+                connect_args["options"] = "-c default_transaction_read_only=on"
         try:
-            self.engine = create_engine(url, future=True)
+            self.engine = create_engine(parsed, connect_args=connect_args)
         except (SQLAlchemyError, ImportError) as exc:
-            raise RegistryError(f"cannot use registry URL '{url}': {exc}") from exc
+            raise RegistryError(f"cannot use registry URL '{redact(url)}': {_reason(exc)}") from exc
         if self.is_sqlite:
-            event.listen(self.engine, "connect", _set_sqlite_pragmas)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+            event.listen(self.engine, "connect", functools.partial(_sqlite_connect, read_only=read_only))
+            event.listen(self.engine, "begin", _sqlite_begin)
+        self._readers = sessionmaker(self.engine, expire_on_commit=False)
+        self._writers = sessionmaker(self.engine.execution_options(zoo_write=True), expire_on_commit=False)
         if check_schema:
             self._check_schema()
 
+    @staticmethod
+    def _sqlite_path(parsed: URL, create: bool) -> Path:
+        db = parsed.database
+        if not db or db == ":memory:" or parsed.query.get("mode") == "memory":
+            raise RegistryError("in-memory registries are not supported; give a file path")
+        path = Path(db)
+        if not path.exists() and not create:
+            raise RegistryError(
+                f"registry {path} does not exist; check --registry / $ZOO_REGISTRY, or create it with "
+                f"`zoo learngene add SOURCE --registry {path}`"
+            )
+        if path.is_dir():
+            raise RegistryError(f"registry path {path} is a directory; give a file such as {path / 'registry.db'}")
+        if path.is_file() and path.stat().st_size:
+            with open(path, "rb") as fh:  # SQLite would treat a short non-database file as empty, and overwrite it
+                if fh.read(16) != b"SQLite format 3\x00":
+                    raise RegistryError(f"cannot open registry {path}: the file is not a database (damaged, or not "
+                                        f"a registry); nothing was changed: check --registry, or restore a backup")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RegistryError(f"cannot create the registry folder {path.parent}: {exc}") from exc
+        return path
+
     # -- schema --------------------------------------------------------------------------------------------------
-    def _check_schema(self) -> None:
-        from alembic import command
-        from alembic.runtime.migration import MigrationContext
+    def _script(self) -> Any:
         from alembic.script import ScriptDirectory
 
-        cfg = _alembic_config(self.engine)
-        script = ScriptDirectory.from_config(cfg)
-        head = script.get_current_head()
+        return ScriptDirectory.from_config(_alembic_config(self.engine))
+
+    def _schema_state(self) -> tuple[str | None, set[str]]:
+        from alembic.runtime.migration import MigrationContext
+
         try:
             with self.engine.connect() as conn:
                 current = MigrationContext.configure(conn).get_current_revision()
                 tables = set(inspect(conn).get_table_names())
         except SQLAlchemyError as exc:
-            raise RegistryError(f"cannot open registry {self.where}: {_reason(exc)}") from exc
-        if current is None:
-            if tables:
-                raise RegistryError(f"{self.where} is not a zoo registry (it has tables {sorted(tables)})")
-            command.upgrade(cfg, "head")
-            return
+            raise self._error(exc, "cannot open registry") from exc
+        return current, tables
+
+    def schema_revision(self) -> tuple[str | None, str]:
+        """(the registry's schema revision, this zoo's head revision)."""
+        return self._schema_state()[0], self._script().get_current_head()
+
+    def _check_schema(self) -> None:
+        head = self._script().get_current_head()
+        current, tables = self._schema_state()
         if current == head:
             return
-        known = {rev.revision for rev in script.walk_revisions()}
+        if current is None:
+            if tables - {"alembic_version"}:
+                raise RegistryError(f"{self.where} is not a zoo registry (it has tables {sorted(tables)})")
+            self._migrate(only_if_new=True)  # a new registry: create the schema
+            return
+        self._refuse(current, head)
+
+    def _refuse(self, current: str, head: str) -> NoReturn:
+        known = {rev.revision for rev in self._script().walk_revisions()}
         if current in known:
             raise RegistryError(
                 f"registry {self.where} is at schema {current}, this zoo needs {head}; back it up, then run "
                 f"`zoo db upgrade --registry {self.where}`"
             )
         raise RegistryError(
-            f"registry {self.where} was written by a newer zoo (schema {current}); upgrade zoo: pip install -U zoo"
+            f"registry {self.where} was written by a newer zoo (schema {current}, this zoo knows up to {head}); "
+            f"upgrade zoo: pip install -U zoo-learngenes"
         )
+
+    def upgrade(self) -> None:
+        """Migrate to this zoo's schema (``zoo db upgrade``); refuses a registry from a newer zoo."""
+        current, _tables = self._schema_state()
+        head = self._script().get_current_head()
+        if current not in {rev.revision for rev in self._script().walk_revisions()} | {None}:
+            self._refuse(current, head)
+        self._migrate(only_if_new=False)
+
+    def _migrate(self, only_if_new: bool) -> None:
+        """Run the migrations in one transaction, one process at a time; a crash leaves the old schema."""
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+
+        lock = setup_lock(self.path) if self.path is not None else nullcontext()
+        with lock, self.engine.connect() as conn:
+            conn.execution_options(zoo_write=True)
+            if self.is_sqlite:
+                # a batch migration recreates tables: with foreign keys on, dropping `learngenes` would cascade
+                # and delete every gene. Off for the migration (it cannot change inside a transaction), checked after.
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
+            try:
+                with conn.begin():
+                    if conn.dialect.name == "postgresql":
+                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_SETUP_LOCK})")
+                    if only_if_new and MigrationContext.configure(conn).get_current_revision() is not None:
+                        return  # another process created it while we waited for the lock
+                    command.upgrade(_alembic_config(self.engine, conn), "head")
+                    if self.is_sqlite:
+                        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                        if broken:
+                            raise RegistryError(f"migrating {self.where} would orphan {len(broken)} rows; rolled back")
+                    crash_point("migrate:before-commit")
+            except SQLAlchemyError as exc:
+                raise self._error(exc, "cannot set up or migrate the registry") from exc
+            finally:
+                if self.is_sqlite:
+                    conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -154,32 +305,52 @@ class Registry:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def upgrade(self) -> None:
-        from alembic import command
-
-        command.upgrade(_alembic_config(self.engine), "head")
-
     @property
     def where(self) -> str:
         return str(self.path) if self.path else self.engine.url.render_as_string(hide_password=True)
 
+    # -- transactions --------------------------------------------------------------------------------------------
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        session = self._sessions()
+    def session(self, write: bool = False) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any error (errors are not translated here)."""
+        session = (self._writers if write else self._readers)()
         try:
             yield session
             session.commit()
-        except IntegrityError:
-            session.rollback()
-            raise
-        except OperationalError as exc:
-            session.rollback()
-            raise RegistryError(f"registry {self.where}: {_reason(exc)}") from exc
         except BaseException:
             session.rollback()
             raise
         finally:
             session.close()
+
+    def _run(self, work: Callable[[Session], T], write: bool = False, what: str = "") -> T:
+        """``work(session)`` in one transaction, retried while the database stays busy; errors made readable."""
+        for attempt in range(BUSY_RETRIES + 1):
+            try:
+                with self.session(write=write) as session:
+                    return work(session)
+            except IntegrityError:
+                raise
+            except DBAPIError as exc:
+                if _is_busy(exc) and attempt < BUSY_RETRIES:
+                    time.sleep(random.uniform(0.2, 1.0) * 2**attempt)
+                    continue
+                raise self._error(exc, what) from exc
+        raise AssertionError("unreachable")
+
+    def _error(self, exc: BaseException, what: str) -> RegistryError:
+        prefix = f"{what}: " if what else ""
+        if _is_busy(exc):  # never show "database is locked": say what it means and what to do
+            return RegistryError(
+                f"{prefix}registry {self.where} is busy: another process kept it locked for over {BUSY_TIMEOUT_S} s "
+                f"({BUSY_RETRIES + 1} tries); try again"
+            )
+        if _is_damage(exc):
+            return RegistryError(
+                f"{prefix}registry {self.where} is damaged ({_reason(exc)}); nothing was repaired: run "
+                f"`zoo verify --registry {self.where}` and restore it from a backup"
+            )
+        return RegistryError(f"{prefix}registry {self.where}: {_reason(exc)}")
 
     # -- reads -----------------------------------------------------------------------------------------------------
     def _row(self, session: Session, name: str) -> SqlLearngene:
@@ -214,39 +385,48 @@ class Registry:
         )
 
     def list(self, family: str | None = None) -> list[LearngeneInfo]:
-        with self.session() as session:
+        def work(session: Session) -> list[LearngeneInfo]:
             query = select(SqlLearngene).order_by(SqlLearngene.created_at, SqlLearngene.id)
             if family:
                 query = query.where(SqlLearngene.family == family)
             return [self._info(session, row) for row in session.scalars(query)]
 
+        return self._run(work, what="cannot list learngenes")
+
     def get(self, name: str, detail: bool = False) -> LearngeneInfo:
-        with self.session() as session:
-            return self._info(session, self._row(session, name), detail=detail)
+        return self._run(lambda s: self._info(s, self._row(s, name), detail=detail),
+                         what=f"cannot read learngene '{name}'")
 
     def genes(self, name: str, device: Any = "cpu") -> dict[str, GeneRecord]:
-        """Load and verify every gene of a learngene."""
-        with self.session() as session:
+        """Load every gene of a learngene, each checked against its sha256 first."""
+
+        def work(session: Session) -> dict[str, GeneRecord]:
             row = self._row(session, name)
             out: dict[str, GeneRecord] = {}
             for gene in session.scalars(select(SqlGene).where(SqlGene.learngene_id == row.id).order_by(SqlGene.id)):
-                if sha256(gene.data) != gene.sha256:
-                    raise RegistryError(
-                        f"learngene '{name}' gene '{gene.name}' is damaged (sha256 mismatch); "
-                        f"re-add it with `zoo learngene add` after `zoo learngene rm {name}`"
-                    )
-                tensors = st_load(gene.data)
+                tensors = decode_gene(bytes(gene.data), gene.sha256, name, gene.name)
                 out[gene.name] = GeneRecord(
-                    name=gene.name, axes=tuple(json.loads(gene.axes)), source_shape=tuple(json.loads(gene.source_shape)),
-                    coeffs=tensors["coeffs"].to(device), mean=tensors["mean"].to(device), std=tensors["std"].to(device),
-                    fan_in=gene.fan_in,
+                    name=gene.name, axes=tuple(json.loads(gene.axes)),
+                    source_shape=tuple(json.loads(gene.source_shape)), coeffs=tensors["coeffs"].to(device),
+                    mean=tensors["mean"].to(device), std=tensors["std"].to(device), fan_in=gene.fan_in,
                 )
+            if not out:
+                raise RegistryError(f"learngene '{name}' has no genes; the registry is damaged: run `zoo verify`")
             return out
 
+        return self._run(work, what=f"cannot read learngene '{name}'")
+
     def assets(self, name: str) -> dict[str, bytes]:
-        with self.session() as session:
-            row = self._row(session, name)
-            return {a.filename: a.data for a in row.assets}
+        def work(session: Session) -> dict[str, bytes]:
+            out = {}
+            for asset in self._row(session, name).assets:
+                data = bytes(asset.data)
+                if sha256(data) != asset.sha256:
+                    raise RegistryError(damaged(name, f"asset '{asset.filename}'"))
+                out[asset.filename] = data
+            return out
+
+        return self._run(work, what=f"cannot read learngene '{name}'")
 
     def latest(self, family: str) -> LearngeneInfo | None:
         found = self.list(family=family)
@@ -254,51 +434,90 @@ class Registry:
 
     # -- writes ----------------------------------------------------------------------------------------------------
     def add(self, info: LearngeneInfo, genes: dict[str, GeneRecord], assets: dict[str, bytes] | None = None) -> None:
-        """Store a learngene and all its genes in one transaction: all or nothing."""
-        rows = [_gene_row(record) for record in genes.values()]  # serialize before touching the database
+        """Store a learngene, its genes and assets in one transaction: all or nothing, even if the process dies."""
+        payloads = [_gene_columns(record) for record in genes.values()]  # serialize before touching the database
+        crash_point("add:serialized")
+
+        def work(session: Session) -> None:
+            if session.scalar(select(SqlLearngene.id).where(SqlLearngene.name == info.name)) is not None:
+                raise _duplicate(info.name)
+            parent_id = self._row(session, info.parent).id if info.parent else None
+            row = SqlLearngene(
+                name=info.name, family=info.family, source=info.source, source_sha256=info.source_sha256,
+                source_config=json.dumps(info.source_config, sort_keys=True), transform=info.transform,
+                transform_params=json.dumps(info.transform_params, sort_keys=True),
+                keep=json.dumps(info.keep, sort_keys=True), dtype=info.dtype, zoo_version=info.zoo_version,
+                created_at=info.created_at, parent_id=parent_id, notes=info.notes,
+            )
+            session.add(row)
+            session.flush()
+            crash_point("add:learngene-row")
+            for i, columns in enumerate(payloads):  # fresh ORM rows per attempt: a retried transaction starts clean
+                session.add(SqlGene(learngene_id=row.id, **columns))
+                session.flush()
+                crash_point(f"add:gene-{i}")
+            crash_point("add:genes-written")
+            for filename, data in (assets or {}).items():
+                session.add(SqlAsset(learngene_id=row.id, filename=filename, sha256=sha256(data), data=data))
+            session.flush()
+            crash_point("add:before-commit")
+
         try:
-            with self.session() as session:
-                if session.scalar(select(SqlLearngene.id).where(SqlLearngene.name == info.name)) is not None:
-                    raise DuplicateNameError(
-                        f"a learngene named '{info.name}' already exists; pick another with --name, or remove it "
-                        f"first with `zoo learngene rm {info.name}`"
-                    )
-                parent_id = self._row(session, info.parent).id if info.parent else None
-                row = SqlLearngene(
-                    name=info.name, family=info.family, source=info.source, source_sha256=info.source_sha256,
-                    source_config=json.dumps(info.source_config, sort_keys=True), transform=info.transform,
-                    transform_params=json.dumps(info.transform_params, sort_keys=True),
-                    keep=json.dumps(info.keep, sort_keys=True), dtype=info.dtype, zoo_version=info.zoo_version,
-                    created_at=info.created_at, parent_id=parent_id, notes=info.notes,
-                )
-                row.genes = rows
-                row.assets = [SqlAsset(filename=k, sha256=sha256(v), data=v) for k, v in (assets or {}).items()]
-                session.add(row)
+            self._run(work, write=True, what=f"cannot add learngene '{info.name}'")
         except IntegrityError as exc:  # a concurrent add of the same name won the race
-            raise DuplicateNameError(f"a learngene named '{info.name}' already exists") from exc
+            raise _duplicate(info.name) from exc
+        crash_point("add:after-commit")
 
     def remove(self, name: str) -> None:
-        with self.session() as session:
-            session.delete(self._row(session, name))
+        def work(session: Session) -> None:
+            row_id = self._row(session, name).id
+            # plain DELETEs: the ORM cascade would first load every gene's bytes into memory
+            for table in (SqlGene, SqlAsset):
+                session.execute(delete(table).where(table.learngene_id == row_id))
+            session.execute(delete(SqlLearngene).where(SqlLearngene.id == row_id))  # children: parent set NULL
+            crash_point("rm:before-commit")
+
+        self._run(work, write=True, what=f"cannot remove learngene '{name}'")
 
 
-def _gene_row(record: GeneRecord) -> SqlGene:
+def _duplicate(name: str) -> DuplicateNameError:
+    return DuplicateNameError(
+        f"a learngene named '{name}' already exists; pick another with --name, or remove it first with "
+        f"`zoo learngene rm {name}`"
+    )
+
+
+def damaged(name: str, part: str) -> str:
+    return (f"learngene '{name}' {part} is damaged (sha256 mismatch); nothing was repaired: run `zoo verify`, then "
+            f"restore the registry from a backup or re-add it (`zoo learngene rm {name}`, then `zoo learngene add`)")
+
+
+def decode_gene(data: bytes, expected_sha256: str, name: str, gene: str) -> dict[str, torch.Tensor]:
+    """A stored gene's tensors, after checking its bytes against the recorded sha256."""
+    if sha256(data) != expected_sha256:
+        raise RegistryError(damaged(name, f"gene '{gene}'"))
+    try:
+        tensors = st_load(data)
+    except Exception as exc:  # the right hash but unreadable: written that way, not damaged in storage
+        raise RegistryError(f"learngene '{name}' gene '{gene}' is not valid safetensors ({exc})") from None
+    missing = {"coeffs", "mean", "std"} - set(tensors)
+    if missing:
+        raise RegistryError(f"learngene '{name}' gene '{gene}' lacks tensors {sorted(missing)}")
+    return tensors
+
+
+def _gene_columns(record: GeneRecord) -> dict[str, Any]:
     coeffs = record.coeffs.detach().to("cpu").contiguous()
     data = st_save({
         "coeffs": coeffs,
         "mean": record.mean.detach().to("cpu", torch.float32).contiguous(),
         "std": record.std.detach().to("cpu", torch.float32).contiguous(),
     })
-    return SqlGene(
+    return dict(
         name=record.name, axes=json.dumps(list(record.axes)), source_shape=json.dumps(list(record.source_shape)),
         shape=json.dumps(list(coeffs.shape)), dtype=str(coeffs.dtype).removeprefix("torch."), nbytes=len(data),
         sha256=sha256(data), data=data, fan_in=record.fan_in,
     )
-
-
-def _reason(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    return str(orig or exc).splitlines()[0]
 
 
 def now() -> datetime:
@@ -318,9 +537,11 @@ def open_registry(location: str | os.PathLike[str] | None = None, create: bool =
     example = example_registry_path()
     if not path.exists() and example is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # copy then rename, so a concurrent first run never sees a half-copied file
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".registry-", suffix=".tmp")
-        os.close(fd)
-        shutil.copyfile(example, tmp)
-        os.replace(tmp, path) if not path.exists() else os.unlink(tmp)
+        with setup_lock(path):  # concurrent first runs: one copies, the others find it in place
+            if not path.exists():
+                # copy then rename, so no process ever opens a half-copied file
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".registry-", suffix=".tmp")
+                os.close(fd)
+                shutil.copyfile(example, tmp)
+                os.replace(tmp, path)
     return Registry(to_url(path))

@@ -1,0 +1,83 @@
+"""Data for the convergence benchmark, all from packages already installed (no network).
+
+Text: the English prose of Python's ``pydoc_data.topics`` (about 465 k characters), split by topic into training
+and held-out parts (every 5th topic is held out), so the held-out loss measures prose the model never trained on.
+Images: scikit-learn's 8 x 8 digits, upscaled. Every random choice comes from a generator seeded by the caller,
+so every method of a family sees the same batches, masks and held-out set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+HELD_OUT_EVERY = 5
+
+
+def topic_texts() -> tuple[str, str]:
+    """(training text, held-out text) from pydoc's topics."""
+    from pydoc_data.topics import topics
+
+    texts = list(topics.values())
+    train = [t for i, t in enumerate(texts) if i % HELD_OUT_EVERY != HELD_OUT_EVERY - 1]
+    held = [t for i, t in enumerate(texts) if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1]
+    return "\n".join(train), "\n".join(held)
+
+
+def token_blocks(tokenizer, text: str, length: int, prefix: list[int], suffix: list[int]) -> torch.Tensor:
+    """Consecutive blocks of ``length`` tokens (``prefix`` and ``suffix`` included), as a ``[n, length]`` tensor."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    body = length - len(prefix) - len(suffix)
+    n = len(ids) // body
+    blocks = [prefix + ids[i * body:(i + 1) * body] + suffix for i in range(n)]
+    return torch.tensor(blocks, dtype=torch.long)
+
+
+@dataclass
+class MaskedBatch:
+    input_ids: torch.Tensor
+    positions: torch.Tensor  # [k, 2] (row, column) of the masked positions
+    labels: torch.Tensor  # [k] original tokens there
+
+
+def mask_tokens(blocks: torch.Tensor, generator: torch.Generator, mask_id: int, vocab: int, special: set[int],
+                rate: float = 0.15) -> MaskedBatch:
+    """BERT's masking: ``rate`` of the ordinary tokens are predicted; 80% become [MASK], 10% a random token."""
+    ids = blocks.clone()
+    ordinary = torch.ones_like(ids, dtype=torch.bool)
+    for token in special:
+        ordinary &= ids != token
+    chosen = (torch.rand(ids.shape, generator=generator) < rate) & ordinary
+    roll = torch.rand(ids.shape, generator=generator)
+    random_tokens = torch.randint(vocab, ids.shape, generator=generator)
+    labels = ids[chosen]
+    ids[chosen & (roll < 0.8)] = mask_id
+    swap = chosen & (roll >= 0.8) & (roll < 0.9)
+    ids[swap] = random_tokens[swap]
+    return MaskedBatch(ids, chosen.nonzero(), labels)
+
+
+def batches(n_items: int, batch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless random index batches (reshuffled each epoch)."""
+    while True:
+        order = torch.randperm(n_items, generator=generator)
+        for i in range(0, n_items - batch + 1, batch):
+            yield order[i:i + batch]
+
+
+def digits(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scikit-learn's digits upscaled to ``size`` x ``size`` RGB in [0, 1]: (train x, train y, held x, held y);
+    a fixed 20% of the images (stratified by the seed's shuffle) is held out."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.images, dtype=torch.float32)[:, None] / 16.0
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = x.expand(-1, 3, -1, -1).contiguous()
+    y = torch.tensor(data.target, dtype=torch.long)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    held = order[: len(y) // 5]
+    train = order[len(y) // 5:]
+    return x[train], y[train], x[held], y[held]

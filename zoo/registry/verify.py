@@ -1,0 +1,148 @@
+"""``zoo verify``: check a whole registry and report every problem it finds. Nothing is ever repaired.
+
+Checks, in order: the schema revision; for SQLite ``PRAGMA integrity_check`` and ``PRAGMA foreign_key_check``;
+then every learngene's metadata (JSON fields parse), every gene (bytes match the recorded size and sha256, parse as
+safetensors with coeffs/mean/std, and the stored shape and dtype match the recorded ones), every asset's sha256, and
+that no gene belongs to a learngene that does not exist. Reads use plain SQL over the columns every schema
+revision has, so an old or damaged registry can be checked too, one gene at a time (bounded memory).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from .store import Registry, _reason, decode_gene, sha256
+
+MAX_INTEGRITY_LINES = 20
+
+
+@dataclass
+class VerifyReport:
+    registry: str
+    learngenes: int = 0
+    genes: int = 0
+    assets: int = 0
+    nbytes: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {"registry": self.registry, "ok": self.ok, "learngenes": self.learngenes, "genes": self.genes,
+                "assets": self.assets, "nbytes": self.nbytes, "problems": self.problems}
+
+
+def verify(reg: Registry, names: Iterable[str] = ()) -> VerifyReport:
+    """Check ``reg`` (only the learngenes in ``names``, if given; the database-wide checks always run)."""
+    report = VerifyReport(reg.where)
+    try:
+        current, head = reg.schema_revision()
+    except Exception as exc:  # cannot even read the schema version: nothing else will work
+        report.problems.append(str(exc))
+        return report
+    if current != head:
+        report.problems.append(f"schema is at {current}, this zoo's is {head} (`zoo db upgrade`, or upgrade zoo)")
+    wanted = set(names)
+    try:
+        with reg.engine.connect() as conn:
+            if reg.is_sqlite:
+                _sqlite_checks(conn, report)
+            rows = conn.execute(text("SELECT id, name, source_config, transform_params, keep FROM learngenes "
+                                     "ORDER BY id")).all()
+            unknown = wanted - {r.name for r in rows}
+            report.problems += [f"no learngene named '{n}'" for n in sorted(unknown)]
+            for row in rows:
+                if wanted and row.name not in wanted:
+                    continue
+                report.learngenes += 1
+                _check_learngene(conn, row, report)
+            if not wanted:
+                _check_orphans(conn, report)
+    except SQLAlchemyError as exc:
+        report.problems.append(f"cannot read the registry: {_reason(exc)}")
+    return report
+
+
+def _sqlite_checks(conn: Connection, report: VerifyReport) -> None:
+    try:
+        lines = [r[0] for r in conn.exec_driver_sql("PRAGMA integrity_check").all()]
+    except SQLAlchemyError as exc:
+        report.problems.append(f"SQLite integrity check failed: {_reason(exc)}")
+        conn.rollback()
+        return
+    if lines != ["ok"]:
+        shown = lines[:MAX_INTEGRITY_LINES]
+        more = f" (and {len(lines) - len(shown)} more)" if len(lines) > len(shown) else ""
+        report.problems.append(f"SQLite integrity check: {'; '.join(shown)}{more}")
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        report.problems.append(f"{len(broken)} rows point at rows that do not exist (foreign key check)")
+
+
+def _check_learngene(conn: Connection, row: Any, report: VerifyReport) -> None:
+    name = row.name
+    for column in ("source_config", "transform_params", "keep"):
+        try:
+            json.loads(getattr(row, column))
+        except (TypeError, ValueError):
+            report.problems.append(f"learngene '{name}': {column} is not valid JSON")
+    try:
+        genes = conn.execute(text("SELECT id, name, shape, dtype, nbytes, sha256 FROM genes WHERE learngene_id = :id "
+                                  "ORDER BY id"), {"id": row.id}).all()
+    except SQLAlchemyError as exc:
+        report.problems.append(f"learngene '{name}': cannot list its genes: {_reason(exc)}")
+        conn.rollback()
+        return
+    if not genes:
+        report.problems.append(f"learngene '{name}' has no genes")
+    for gene in genes:
+        report.genes += 1
+        try:
+            data = conn.execute(text("SELECT data FROM genes WHERE id = :id"), {"id": gene.id}).scalar_one()
+        except SQLAlchemyError as exc:
+            report.problems.append(f"learngene '{name}' gene '{gene.name}' cannot be read: {_reason(exc)}")
+            conn.rollback()
+            continue
+        data = bytes(data)
+        report.nbytes += len(data)
+        if len(data) != gene.nbytes:
+            report.problems.append(f"learngene '{name}' gene '{gene.name}' has {len(data)} bytes, "
+                                   f"{gene.nbytes} recorded")
+            continue
+        try:
+            coeffs = decode_gene(data, gene.sha256, name, gene.name)["coeffs"]
+        except Exception as exc:
+            report.problems.append(str(exc))
+            continue
+        stored = (list(coeffs.shape), str(coeffs.dtype).removeprefix("torch."))
+        if stored != (json.loads(gene.shape), gene.dtype):
+            report.problems.append(f"learngene '{name}' gene '{gene.name}' holds {stored[1]}{stored[0]}, "
+                                   f"recorded {gene.dtype}{json.loads(gene.shape)}")
+    try:
+        assets = conn.execute(text("SELECT filename, sha256, data FROM assets WHERE learngene_id = :id"),
+                              {"id": row.id}).all()
+    except SQLAlchemyError as exc:
+        report.problems.append(f"learngene '{name}': cannot read its assets: {_reason(exc)}")
+        conn.rollback()
+        return
+    for asset in assets:
+        report.assets += 1
+        if sha256(bytes(asset.data)) != asset.sha256:
+            report.problems.append(f"learngene '{name}' asset '{asset.filename}' is damaged (sha256 mismatch)")
+
+
+def _check_orphans(conn: Connection, report: VerifyReport) -> None:
+    for table in ("genes", "assets"):
+        count = conn.execute(text(f"SELECT count(*) FROM {table} WHERE learngene_id NOT IN "
+                                  f"(SELECT id FROM learngenes)")).scalar_one()
+        if count:
+            report.problems.append(f"{count} {table} belong to no learngene (a partial write or deletion)")
