@@ -580,15 +580,19 @@ def plot(family: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for name, r in family["methods"].items():
-        if "curve" in r:
-            steps, losses = zip(*r["curve"])
-            ax.plot(steps, losses, marker="o", markersize=2.5, linewidth=1.4,
-                    label=f"{name} ({r['saved_text']})", linestyle="--" if name == "random" else "-")
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    colors = plt.get_cmap("tab20").colors
+    curves = {name: r for name, r in family["methods"].items() if "curve" in r}
+    for i, (name, r) in enumerate(curves.items()):
+        steps, losses = zip(*r["curve"])
+        ax.plot(steps, losses, marker="o", markersize=2.5, linewidth=1.4, color=colors[(2 * i) % 20 + (2 * i) // 20],
+                label=f"{name} ({r['saved_text']})", linestyle="--" if name == "random" else ("-", "-.")[i % 2])
     ax.axhline(family["target_loss"], color="grey", linewidth=0.8, linestyle=":")
+    if "random" in curves and len(curves["random"]["curve"]) > 2:  # the first drop would squash the part that matters
+        low = min(loss for r in curves.values() for _, loss in r["curve"])
+        ax.set_ylim(low - 0.1 * abs(low), curves["random"]["curve"][1][1] + 0.5)
     ax.set_xlabel("training step (same FLOPs per step for every method)")
-    ax.set_ylabel("held-out loss")
+    ax.set_ylabel("held-out loss (top of the axis cut off)")
     ax.set_title(f"{family['task']}: {family['describe'].split(';')[0]}", fontsize=9)
     ax.legend(fontsize=7, title="method (steps saved)", title_fontsize=7)
     ax.grid(alpha=0.3)

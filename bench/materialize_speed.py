@@ -68,7 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=__doc__.split("\n\n", 1)[0],
     )
     parser.add_argument("--keep", type=float, default=0.5, help="learngene keep ratio (default: 0.5)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default: 3; 1 with --smoke)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed runs per measurement (default: 3; 1 with --smoke)")
     parser.add_argument("--layers", type=int, help="target layers (default: the source's, and also 6)")
     parser.add_argument("--hidden", type=int, help="target width (default: the source's, and also 384)")
     parser.add_argument("--smoke", action="store_true", help="tiny config and 1 repeat: finishes in seconds (CI)")
@@ -98,7 +99,7 @@ def zoo_executable() -> Path:
 def run(cmd: list[str], env: dict[str, str]) -> float:
     """Wall time of one subprocess; fail loudly (with its output) if it fails."""
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         sys.stderr.write(f"command failed ({proc.returncode}): {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}")
@@ -120,7 +121,8 @@ def fresh_dir(root: Path, name: str) -> Path:
 
 
 def describe(config: dict[str, Any]) -> str:
-    return f"{config['n_layer']} x {config['n_embd']} (heads {config['n_head']}, ffn {config.get('n_inner') or 4 * config['n_embd']})"
+    ffn = config.get("n_inner") or 4 * config["n_embd"]
+    return f"{config['n_layer']} x {config['n_embd']} (heads {config['n_head']}, ffn {ffn})"
 
 
 def summary(materialize: list[float], baseline: list[float]) -> dict[str, Any]:
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes = {"layers": layers, "hidden": hidden}
             size_flags = [f for k, v in sizes.items() if v is not None for f in (f"--{k}", str(v))]
 
-            def api_materialize(out: Path) -> torch.nn.Module:
+            def api_materialize(out: Path, sizes: dict[str, int | None] = sizes) -> torch.nn.Module:
                 return zoo.materialize("gpt2", **sizes, registry=str(registry), device="cpu", out=out)
 
             # untimed warm-up; its config.json is the baseline's config, so both sides build the same shapes
@@ -197,9 +199,11 @@ def main(argv: list[str] | None = None) -> int:
                     times["cli_base"].append(run([*base_cmd, str(out)], env))
                 if not args.skip_api:
                     out = fresh_dir(tmp, "out-api")
-                    times["api_mat"].append(timed(lambda: api_materialize(out)))
+                    times["api_mat"].append(timed(lambda out=out: api_materialize(out)))
                     out = fresh_dir(tmp, "out-api-base")
-                    times["api_base"].append(timed(lambda: GPT2LMHeadModel(target_config).save_pretrained(out)))
+                    times["api_base"].append(
+                        timed(lambda out=out, cfg=target_config: GPT2LMHeadModel(cfg).save_pretrained(out))
+                    )
                 done = ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items() if v)
                 print(f"  run {i + 1}/{args.repeats}: {done}", flush=True)
             for name in ("out-cli", "out-base", "out-api", "out-api-base"):
@@ -255,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                 "keep": args.keep,
                 "repeats": args.repeats,
                 "smoke": args.smoke,
-                "source": {"config": describe(source_config.to_dict()), "save_s": setup_source, "add_learngene_s": setup_add},
+                "source": {"config": describe(source_config.to_dict()), "save_s": setup_source,
+                           "add_learngene_s": setup_add},
                 "results": results,
             }
             Path(args.json).expanduser().parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""FRONT's transform: the orthonormal DCT-II, as matrix products in torch so it runs on any device.
+"""FRONT's transform: the orthonormal DCT-II in torch (matrix products, or an FFT for long axes), on any device.
 
 Orthonormal (``norm="ortho"``) rather than FRONT's unnormalized FFT form: it preserves energy, so cropping or
 zero-padding the spectrum neither inflates nor shrinks white-noise weights. Only the kept rows of the basis are

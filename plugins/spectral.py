@@ -28,12 +28,16 @@ class Spectral:
         transform: Transform,
         params: Mapping[str, Any],
     ) -> torch.Tensor:
-        out = coeffs
         for dim, role in enumerate(axes):
-            if resizable(role):
-                out = transform.synthesize(out, dim, int(target_shape[dim]), **params)
-            elif out.shape[dim] != target_shape[dim]:
-                raise ValueError(f"axis '{role}' is never resized ({out.shape[dim]} -> {target_shape[dim]})")
+            if not resizable(role) and coeffs.shape[dim] != target_shape[dim]:
+                raise ValueError(f"axis '{role}' is never resized ({coeffs.shape[dim]} -> {target_shape[dim]})")
+        # Axes are separable, so their order does not change the result, only the cost: shrink first and grow
+        # last, so every step works on the smallest intermediate tensor.
+        dims = sorted((d for d, role in enumerate(axes) if resizable(role)),
+                      key=lambda d: int(target_shape[d]) / coeffs.shape[d])
+        out = coeffs
+        for dim in dims:
+            out = transform.synthesize(out, dim, int(target_shape[dim]), **params)
         return out
 
 

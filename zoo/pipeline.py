@@ -60,13 +60,6 @@ def kept_size(n: int, role: str, keep: Mapping[str, float]) -> int:
     return max(1, min(n, math.ceil(n * ratio - 1e-9)))
 
 
-def _layer_stats(x: torch.Tensor, stacked: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    if stacked:
-        flat = x.reshape(x.shape[0], -1)
-        return flat.mean(dim=1), flat.std(dim=1, unbiased=False)
-    return x.mean(), x.std(unbiased=False) if x.numel() > 1 else torch.zeros((), dtype=x.dtype, device=x.device)
-
-
 def _expand(stat: torch.Tensor, x: torch.Tensor, stacked: bool) -> torch.Tensor:
     return stat.reshape(-1, *([1] * (x.dim() - 1))) if stacked else stat
 
@@ -74,7 +67,7 @@ def _expand(stat: torch.Tensor, x: torch.Tensor, stacked: bool) -> torch.Tensor:
 def extract_gene(gene: Gene, transform: Transform, keep: Mapping[str, float], params: Mapping[str, Any],
                  dtype: torch.dtype = torch.float32) -> GeneRecord:
     x = gene.tensor.detach().to(torch.float64 if gene.tensor.dtype == torch.float64 else torch.float32)
-    mean, std = _layer_stats(x, gene.stacked)
+    std, mean = _std_mean(x, gene.stacked)
     z = (x - _expand(mean, x, gene.stacked)) / _expand(std.clamp_min(EPS), x, gene.stacked)
     coeffs = z
     for dim, role in enumerate(gene.axes):
@@ -111,24 +104,36 @@ def materialize_gene(record: GeneRecord, target_shape: tuple[int, ...], transfor
         return resize_weights(record, tuple(target_shape), transform, params).to(torch.float32)
     coeffs = record.coeffs.to(torch.float32)
     z = strategy.resize(coeffs, record.axes, target_shape, transform, params).to(torch.float32)
+    if z.data_ptr() == record.coeffs.data_ptr():  # nothing to resize: don't edit the record in place below
+        z = z.clone()
     stacked = record.stacked
     mean, std = record.mean.float(), record.std.float()
     if stacked:
         mean, std = interpolate_depth(mean, target_shape[0]), interpolate_depth(std, target_shape[0])
-    if stats in ("restore", "fan_in"):
-        # Re-standardize: cropping or padding a spectrum changes the energy per element, and an explicit
-        # rescale is what keeps each layer's mean and std equal to the source's (FRONT's scaling bug).
-        z_mean, z_std = _layer_stats(z, stacked)
-        flat = z_std <= 1e-6  # a constant layer (e.g. all-zero biases) stays constant
-        z_std = torch.where(flat, torch.ones_like(z_std), z_std)
-        z = (z - _expand(z_mean, z, stacked)) / _expand(z_std, z, stacked)
-    elif stats != "none":
+    if stats not in STATS_RULES:
         raise InvalidConfigError(f"unknown statistics rule '{stats}'; valid choices: {', '.join(STATS_RULES)}")
     if stats == "fan_in" and record.fan_in:
         ratio = fan_in_size(record.axes, record.source_shape, record.fan_in) / fan_in_size(
             record.axes, tuple(target_shape), record.fan_in)
         std = std * math.sqrt(ratio)
-    return z * _expand(std, z, stacked) + _expand(mean, z, stacked)
+    # out = z * scale + shift, per layer, in one in-place pass over the (possibly large) tensor
+    scale, shift = std, mean
+    if stats != "none":
+        # Re-standardize: cropping or padding a spectrum changes the energy per element, and an explicit
+        # rescale is what keeps each layer's mean and std equal to the source's (FRONT's scaling bug).
+        z_std, z_mean = _std_mean(z, stacked)
+        z_std = torch.where(z_std <= 1e-6, torch.ones_like(z_std), z_std)  # constant layers stay constant
+        scale = std / z_std
+        shift = mean - z_mean * scale
+    return z.mul_(_expand(scale, z, stacked)).add_(_expand(shift, z, stacked))
+
+
+def _std_mean(x: torch.Tensor, stacked: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    if stacked:
+        return torch.std_mean(x.reshape(x.shape[0], -1), dim=1, correction=0)
+    if x.numel() <= 1:
+        return torch.zeros((), dtype=x.dtype, device=x.device), x.reshape(-1)[0] if x.numel() else x.sum()
+    return torch.std_mean(x, correction=0)
 
 
 def materialize(records: Mapping[str, GeneRecord], sizes: Mapping[str, int], transform: Transform,
