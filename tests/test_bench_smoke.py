@@ -31,6 +31,15 @@ def test_steps_saved_rule(convergence):
     assert convergence.saved(curve, 1.0, 20) == (None, "not reached (<0%)")
 
 
+def test_a_late_spike_of_random_init_does_not_lower_the_bar(convergence):
+    family = {"budget": {"steps": 20}, "methods": {"random": {"curve": [(0, 9.0), (10, 4.0), (20, 7.0)]},
+                                                   "other": {"curve": [(0, 9.0), (10, 5.0), (20, 4.5)]}}}
+    scored = convergence.score(family)
+    assert scored["target_loss"] == 4.0  # not the spiked final 7.0
+    assert scored["methods"]["random"]["saved_text"] == "50%"
+    assert scored["methods"]["other"]["saved_text"] == "not reached (<0%)"
+
+
 @pytest.mark.slow
 def test_smoke_run_produces_finite_numbers_and_reports(convergence, minilm_dir, tmp_path):
     out = tmp_path / "out"
