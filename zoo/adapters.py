@@ -345,12 +345,12 @@ class TransformersAdapter:
             if fresh:
                 modules = dict(model.named_modules())
                 owners = {name.rpartition(".")[0] for name in fresh}
-                for name in owners:
+                for name in sorted(owners):  # sorted: init order must not depend on PYTHONHASHSEED
                     reset = getattr(modules[name], "reset_parameters", None)
                     if callable(reset) and not isinstance(modules[name], PreTrainedModel):
                         reset()  # torch's default init, as a plain construction would have run
                 chain = set()
-                for name in owners:
+                for name in sorted(owners):
                     parts_ = name.split(".") if name else []
                     chain.update(".".join(parts_[:j]) for j in range(len(parts_) + 1))
 
@@ -368,7 +368,7 @@ class TransformersAdapter:
                 # the modules holding fresh parameters and their ancestors (GPT-2's scaled c_proj init lives in the
                 # parent's rule), children before parents; rules that also touch covered parameters are harmless:
                 # the genes are copied afterwards
-                for name in sorted(chain, key=depth, reverse=True):
+                for name in sorted(chain, key=lambda n: (-depth(n), n)):
                     fn = init_fn(name)
                     if fn is not None:
                         fn(modules[name])
