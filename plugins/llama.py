@@ -152,11 +152,10 @@ class LlamaLayout(TransformersAdapter):
                 raise InvalidConfigError(f"this model's {key} has per-frequency factors for head size {head_dim}; "
                                          f"keep the head size (leave out --head-dim, or set --head-dim {head_dim})")
 
-    def to_genome(self, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]):
-        genome = super().to_genome(state_dict, config)
-        if config.get("tie_word_embeddings", False):
-            genome.pop("lm_head.weight", None)  # the same tensor as embed.tokens; build() re-ties it
-        return genome
+    def gene_maps(self, config: Mapping[str, Any]) -> tuple[WeightMap, ...]:
+        if config.get("tie_word_embeddings", False):  # the same tensor as embed.tokens; build() re-ties it
+            return tuple(wm for wm in self.weights if wm.gene != "lm_head.weight")
+        return self.weights
 
 
 class LlamaAdapter(LlamaLayout):

@@ -135,3 +135,12 @@ def test_older_schema_is_refused_then_upgrades_without_loss(minilm_dir, tmp_path
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k].coeffs, after[k].coeffs) for k in before)
     assert after["attn.q.weight"].fan_in == 0  # unknown for old rows: the column's default
+
+
+def test_schema_head_constant_matches_the_migrations(tmp_path):
+    # opening a registry compares against SCHEMA_HEAD without importing alembic; it must be the real head
+    from zoo.registry.store import SCHEMA_HEAD
+
+    with open_registry(tmp_path / "r.db") as reg:
+        assert head_revision(reg) == SCHEMA_HEAD
+        assert reg.schema_revision() == (SCHEMA_HEAD, SCHEMA_HEAD)

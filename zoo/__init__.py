@@ -16,12 +16,20 @@ from .errors import (  # noqa: E402
     UnknownNameError,
     ZooError,
 )
-from .api import add_learngene, list_learngenes, materialize, remove_learngene, show_learngene  # noqa: E402
+from .api import (  # noqa: E402
+    add_learngene,
+    list_learngenes,
+    materialize,
+    materialize_to_disk,
+    remove_learngene,
+    show_learngene,
+)
 from .plugins import catalog, register_plugin, unregister_plugin  # noqa: E402
 from .registry import open_registry  # noqa: E402
 
 __all__ = [
     "DuplicateNameError", "InvalidConfigError", "RegistryError", "SourceNotFoundError", "UnknownNameError", "ZooError",
-    "__version__", "add_learngene", "catalog", "hookimpl", "list_learngenes", "materialize", "open_registry",
+    "__version__", "add_learngene", "catalog", "hookimpl", "list_learngenes", "materialize", "materialize_to_disk",
+    "open_registry",
     "register_plugin", "remove_learngene", "show_learngene", "unregister_plugin",
 ]

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
+from . import assemble
 from .errors import InvalidConfigError
 from .genes import DEPTH, TABLE_ROLES, Gene, Genome, shape_for
+from .pipeline import GeneGroup
 
 # CLI/API size options and the role each one sets.
 SIZE_OPTIONS: dict[str, str] = {
@@ -78,6 +80,13 @@ class WeightMap:
     @property
     def per_layer(self) -> bool:
         return "{i}" in self.key
+
+
+class _Held:
+    """A gene tensor passed to a family's own ``from_genome`` (which reads ``.tensor``)."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
 
 
 def _as_rows(tensor: torch.Tensor, transposed: bool) -> torch.Tensor:
@@ -170,16 +179,6 @@ class TransformersAdapter:
         return total
 
     # -- checkpoint <-> genes ----------------------------------------------------------------------------------
-    def _strip(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        for key, value in state_dict.items():
-            for prefix in self.key_prefixes:
-                if key.startswith(prefix):
-                    key = key[len(prefix) :]
-                    break
-            out[key] = value
-        return out
-
     def _read(self, wm: WeightMap, tensor: torch.Tensor, sizes: Mapping[str, int]) -> torch.Tensor:
         rows = _as_rows(tensor, wm.transposed)
         index, count = wm.part
@@ -187,24 +186,65 @@ class TransformersAdapter:
             rows = rows.chunk(count, dim=0)[index]
         return rows.reshape(shape_for(wm.axes, sizes))
 
-    def to_genome(self, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Genome:
-        sd = self._strip(state_dict)
+    def gene_maps(self, config: Mapping[str, Any]) -> tuple[WeightMap, ...]:
+        """The weight maps that hold genes for this config (a family drops e.g. an output layer tied to the input)."""
+        return self.weights
+
+    def _keys(self, state: Mapping[str, Any]) -> dict[str, str]:
+        """Canonical key (prefix stripped) -> the checkpoint's key, without reading any tensor."""
+        out: dict[str, str] = {}
+        for key in state:
+            short = key
+            for prefix in self.key_prefixes:
+                if key.startswith(prefix):
+                    short = key[len(prefix) :]
+                    break
+            out[short] = key
+        return out
+
+    def gene_groups(self, state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Iterator[GeneGroup]:
+        """The genes of a checkpoint, read lazily: each checkpoint tensor is read once, when its group is extracted.
+
+        ``state`` may be a lazy mapping (:class:`zoo.safetensors_io.SafetensorsReader`); maps that share a key
+        (fused q, k, v) form one group so the fused tensor is read once per layer.
+        """
+        from .safetensors_io import SafetensorsReader
+
+        keys = self._keys(state)
         sizes = self.sizes(config)
-        genome: Genome = {}
-        for wm in self.weights:
-            keys = [wm.key.format(i=i) for i in range(sizes[DEPTH])] if wm.per_layer else [wm.key]
-            missing = [k for k in keys if k not in sd]
+        depth = sizes[DEPTH]
+        fresh_reads = isinstance(state, SafetensorsReader)  # every lookup reads a new buffer
+        by_key: dict[str, list[WeightMap]] = defaultdict(list)
+        for wm in self.gene_maps(config):
+            by_key[wm.key].append(wm)
+        for template, maps in by_key.items():
+            per_layer = maps[0].per_layer
+            names = [template.format(i=i) for i in range(depth)] if per_layer else [template]
+            missing = [k for k in names if k not in keys]
             if missing:
-                if wm.optional:
+                if all(wm.optional for wm in maps):
                     continue
-                raise InvalidConfigError(
-                    f"checkpoint has no '{missing[0]}' (needed for gene '{wm.gene}' of architecture '{self.name}')"
-                )
-            tensors = [self._read(wm, sd[k], sizes) for k in keys]
-            if wm.per_layer:
-                genome[wm.gene] = Gene(wm.gene, torch.stack(tensors), (DEPTH, *wm.axes), wm.inputs)
-            else:
-                genome[wm.gene] = Gene(wm.gene, tensors[0], wm.axes, wm.inputs)
+                raise InvalidConfigError(f"checkpoint has no '{missing[0]}' (needed for gene '{maps[0].gene}' of "
+                                         f"architecture '{self.name}')")
+
+            def layers(maps=maps, names=names) -> Iterator[Any]:
+                for name in names:
+                    def read(name=name) -> dict[str, torch.Tensor]:
+                        tensor = state[keys[name]]
+                        return {wm.gene: self._read(wm, tensor, sizes) for wm in maps}
+                    yield read
+
+            genes = [(wm.gene, (DEPTH, *wm.axes) if per_layer else wm.axes, wm.inputs) for wm in maps]
+            yield GeneGroup(genes, depth if per_layer else None, layers, owned=fresh_reads)
+
+    def to_genome(self, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Genome:
+        genome: Genome = {}
+        for group in self.gene_groups(state_dict, config):
+            layers = [read() for read in group.layers()]
+            for name, axes, fan_in in group.genes:
+                tensors = [layer[name] for layer in layers]
+                tensor = torch.stack(tensors) if group.stacked else tensors[0]
+                genome[name] = Gene(name, tensor, axes, fan_in)
         return genome
 
     def from_genome(self, genome: Genome, config: Mapping[str, Any], template: Mapping[str, torch.Tensor]) -> dict:
@@ -261,123 +301,37 @@ class TransformersAdapter:
 
         The model is constructed without its random init (transformers' no-init context: parameters are allocated
         but not filled; buffers such as ``position_ids`` are computed by the constructor as usual). Only the
-        parameters no gene covers get the family's own init (``reset_parameters`` and ``_init_weights``, children
-        before parents, as ``transformers`` does); they are listed in ``model.zoo_fresh_parameters``. Genes are then
-        copied straight into the parameters (fused parts and transposed layouts written in place), so no full
-        random init, state dict or ``load_state_dict`` copy is ever made. Tied weights stay tied.
+        parameters no gene covers get the family's own init (:func:`zoo.assemble.init_fresh`); they are listed in
+        ``model.zoo_fresh_parameters``. Genes are then copied straight into the parameters (fused parts and
+        transposed layouts written in place), so no full random init, state dict or ``load_state_dict`` copy is
+        ever made. Tied weights stay tied.
         """
-        import contextlib
-        import math
+        return self.build_from(config, list(genome), ((name, gene.tensor) for name, gene in genome.items()), device)
 
-        try:  # transformers >= 5
-            from transformers.initialization import no_init_weights
-        except ImportError:
-            try:  # transformers 4.x
-                from transformers.modeling_utils import no_init_weights
-            except ImportError:  # pragma: no cover - very old transformers: plain (slower) construction
-                no_init_weights = contextlib.nullcontext
-        from transformers import PreTrainedModel
-
-        cls = self.model_class(config)
-        hf_config = self.hf_config(config)
-        with torch.device(device), no_init_weights():
-            model = cls(hf_config)
-        model.tie_weights()  # transformers 5 ties inside the init that no_init_weights skips
-
-        with torch.no_grad():
-            params = model.state_dict(keep_vars=True)  # key -> the live Parameter (tied keys share one)
-
-            # -- where every gene goes: (destination view, gene tensor) pairs ----------------------------------------
-            copies: list[tuple[torch.Tensor, torch.Tensor]] = []
-            covered: set[str] = set()
-
-            def mismatch(full_key: str, shapes: list[tuple[int, ...]], want: tuple[int, ...] | None = None):
-                have = " + ".join(str(s) for s in shapes)
-                stored = tuple(params[full_key].shape)
-                want = stored if want is None else want
-                note = "" if want == stored else f" (stored transposed as {stored})"
-                return InvalidConfigError(f"gene for '{full_key}' has shape {have}, model wants {want}{note}")
-
-            if type(self).from_genome is not TransformersAdapter.from_genome:
-                # a family with its own layout logic: honour it (costs one extra copy)
-                values = self.from_genome(genome, config, {k: v.detach() for k, v in params.items()})
+    def build_from(self, config: Mapping[str, Any], names: list[str],
+                   genes: Iterable[tuple[str, torch.Tensor]], device: Any = "cpu") -> torch.nn.Module:
+        """:meth:`build` from genes that arrive one at a time (each is copied in, then may be dropped)."""
+        model = assemble.construct(self, config, device)
+        params = model.state_dict(keep_vars=True)
+        if type(self).from_genome is not TransformersAdapter.from_genome:
+            # a family with its own layout logic: honour it (it needs every gene at once)
+            values = self.from_genome({name: _Held(tensor) for name, tensor in genes}, config,
+                                      {k: v.detach() for k, v in params.items()})
+            for key, value in values.items():
+                if params[key].shape != value.shape:
+                    raise InvalidConfigError(f"gene for '{key}' has shape {tuple(value.shape)}, model wants "
+                                             f"{tuple(params[key].shape)}")
+            fresh = assemble.init_fresh(model, set(values))
+            with torch.no_grad():
                 for key, value in values.items():
-                    if params[key].shape != value.shape:
-                        raise mismatch(key, [tuple(value.shape)])
-                    copies.append((params[key], value))
-                    covered.add(key)
-            else:
-                sizes = self.sizes(config)
-                parts: dict[str, list[tuple[int, torch.Tensor, WeightMap]]] = defaultdict(list)
-                for wm in self.weights:
-                    gene = genome.get(wm.gene)
-                    if gene is None:
-                        continue
-                    layers = range(sizes[DEPTH]) if wm.per_layer else [None]
-                    for i in layers:
-                        tensor = gene.tensor[i] if i is not None else gene.tensor
-                        parts[wm.key.format(i=i)].append((wm.part[0], tensor, wm))
-                for key, pieces in parts.items():
-                    full_key = self._template_key(key, params)
-                    target = params[full_key]
-                    pieces.sort(key=lambda p: p[0])
-                    if target.dim() == 0:
-                        if len(pieces) != 1 or pieces[0][1].numel() != 1:
-                            raise mismatch(full_key, [tuple(p[1].shape) for p in pieces])
-                        copies.append((target, pieces[0][1].reshape(())))
-                        covered.add(full_key)
-                        continue
-                    # rows view of the parameter: Conv1D [in, out] is written through its transpose
-                    dest = target.T if pieces[0][2].transposed and target.dim() == 2 else target
-                    row = math.prod(dest.shape[1:])
-                    if sum(p[1].numel() for p in pieces) != dest.numel() or any(p[1].numel() % row for p in pieces):
-                        raise mismatch(full_key, [tuple(p[1].shape) for p in pieces], tuple(dest.shape))
-                    offset = 0
-                    for _, tensor, _ in pieces:
-                        rows = tensor.reshape(-1, *dest.shape[1:])
-                        copies.append((dest.narrow(0, offset, rows.shape[0]), rows))
-                        offset += rows.shape[0]
-                    covered.add(full_key)
-
-            # -- parameters no gene covers: the family's own init, and nothing else -------------------------------
-            covered_ids = {id(params[key]) for key in covered}
-            fresh = [name for name, p in model.named_parameters() if id(p) not in covered_ids]
-            if fresh:
-                modules = dict(model.named_modules())
-                owners = {name.rpartition(".")[0] for name in fresh}
-                for name in sorted(owners):  # sorted: init order must not depend on PYTHONHASHSEED
-                    reset = getattr(modules[name], "reset_parameters", None)
-                    if callable(reset) and not isinstance(modules[name], PreTrainedModel):
-                        reset()  # torch's default init, as a plain construction would have run
-                chain = set()
-                for name in sorted(owners):
-                    parts_ = name.split(".") if name else []
-                    chain.update(".".join(parts_[:j]) for j in range(len(parts_) + 1))
-
-                def depth(name: str) -> int:
-                    return name.count(".") + 1 if name else 0
-
-                def init_fn(name: str) -> Any:
-                    parts_ = name.split(".") if name else []
-                    for j in range(len(parts_), -1, -1):  # the nearest PreTrainedModel owns the init rules
-                        owner = modules.get(".".join(parts_[:j]))
-                        if isinstance(owner, PreTrainedModel):
-                            return owner._init_weights
-                    return None
-
-                # the modules holding fresh parameters and their ancestors (GPT-2's scaled c_proj init lives in the
-                # parent's rule), children before parents; rules that also touch covered parameters are harmless:
-                # the genes are copied afterwards
-                for name in sorted(chain, key=lambda n: (-depth(n), n)):
-                    fn = init_fn(name)
-                    if fn is not None:
-                        fn(modules[name])
-
-            for dest, src in copies:
-                dest.copy_(src)
+                    params[key].copy_(value)
+        else:
+            placements = assemble.plan(self, config, params, names)
+            fresh = assemble.init_fresh(model, {p.key for places in placements.values() for p in places})
+            assemble.fill(model, placements, genes)
         model.tie_weights()
         model.eval()
-        model.zoo_fresh_parameters = sorted(fresh)
+        model.zoo_fresh_parameters = fresh
         return model
 
     def save(self, model: torch.nn.Module, out_dir: Any) -> None:

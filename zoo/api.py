@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +19,18 @@ from . import __version__
 from .adapters import DEFAULT_MAX_PARAMS
 from .errors import InvalidConfigError, UnknownNameError, ZooError
 from .genes import resizable
-from .pipeline import STORAGE_DTYPES, extract, materialize as materialize_genes, parse_keep
+from . import assemble
+from .pipeline import (STATS_RULES, STORAGE_DTYPES, extract_groups, gene_groups, materialize as materialize_genes,
+                       materialize_stream, parse_keep)
 from .plugins import catalog, pm
 from .registry import LearngeneInfo, Registry, open_registry
-from .registry.store import now
+from .registry.store import encode_gene, now
 from .sources import ASSET_FILES, resolve
 
 DEFAULT_KEEP = 0.5
+# layers (extracting) or genes (materializing) worked on at once, each on one torch thread: FFTs and small
+# products scale better across tensors than inside one (docs/performance.md)
+EXTRACT_WORKERS = max(1, min(4, os.cpu_count() or 1))
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -96,8 +104,12 @@ def add_learngene(
     params: dict[str, Any] | None = None,
     parent: str | None = None,
     notes: str | None = None,
+    progress: bool = False,
 ) -> LearngeneInfo:
-    """Extract a learngene from ``source`` (folder, file, hub id or alias) and store it in the registry."""
+    """Extract a learngene from ``source`` (folder, file, hub id or alias) and store it in the registry.
+
+    Safetensors checkpoints are read one tensor at a time and each gene is encoded as soon as it is extracted,
+    so memory holds one gene group, not the checkpoint (docs/performance.md)."""
     cat = catalog()
     transform_obj = cat.transform(transform)
     keep_ratios = parse_keep(keep)
@@ -107,53 +119,73 @@ def add_learngene(
         check_name(name)
     params = check_params(transform_obj, params)
     with _registry(registry, create=True) as reg:  # open first: a broken registry fails before the slow extraction
-        return _add(reg, source, cat, transform, transform_obj, keep_ratios, name, dtype, params, parent, notes)
+        return _add(reg, source, cat, transform, transform_obj, keep_ratios, name, dtype, params, parent, notes,
+                    progress)
 
 
 def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: Any, keep_ratios: dict[str, float],
          name: str | None, dtype: str, params: dict[str, Any] | None, parent: str | None,
-         notes: str | None) -> LearngeneInfo:
+         notes: str | None, progress: bool = False) -> LearngeneInfo:
     checkpoint = pm.hook.resolve_source(source=source)
     if checkpoint is None:
         aliases = {a: hub for e in cat.architectures.values() for a, hub in getattr(e.obj, "source_aliases", {}).items()}
         checkpoint = resolve(source, aliases, aliases)
     adapter = find_adapter(checkpoint.config)
-    genome = adapter.to_genome(_read_weights(checkpoint, source), checkpoint.config)
-    roles = {role for gene in genome.values() for role in gene.axes}
+    groups = list(gene_groups(adapter, _read_weights(checkpoint, source), checkpoint.config))
+    roles = {role for group in groups for _, axes, _ in group.genes for role in axes}
     unknown_roles = sorted(set(keep_ratios) - roles - {"*"})
     if unknown_roles:
         raise InvalidConfigError(f"--keep names roles this {adapter.name} model does not have: "
                                  f"{', '.join(unknown_roles)}; its roles: {', '.join(sorted(roles))}")
-    records = extract(genome, transform_obj, keep_ratios, params, STORAGE_DTYPES[dtype])
-    info = LearngeneInfo(
-        name=check_name(name or _default_name(checkpoint, transform)),
-        family=adapter.name,
-        source=checkpoint.hub_id or _describe_source(source),
-        source_sha256=checkpoint.sha256(),
-        source_config=checkpoint.config,
-        transform=transform,
-        transform_params=params,
-        keep=keep_ratios,
-        dtype=dtype,
-        zoo_version=__version__,
-        created_at=now(),
-        parent=parent,
-        notes=notes,
-    )
-    reg.add(info, records, checkpoint.assets)
+    info_name = check_name(name or _default_name(checkpoint, transform))
+    # The source's hash is a second full read: it runs on another thread while the genes are extracted. Encoded
+    # genes wait in a temporary file until the registry's transaction takes them one by one.
+    with ThreadPoolExecutor(1, thread_name_prefix="zoo-sha256") as hasher, tempfile.TemporaryFile() as spool:
+        digest = hasher.submit(checkpoint.sha256)
+        records = _reading(source, extract_groups(groups, transform_obj, keep_ratios, params, STORAGE_DTYPES[dtype],
+                                                  workers=EXTRACT_WORKERS))
+        with _bar(sum(len(g.genes) for g in groups), f"extract {info_name}", progress) as bar:
+            payloads = [encode_gene(record, spool) for record in records if bar.update(1) or True]
+        info = LearngeneInfo(
+            name=info_name, family=adapter.name, source=checkpoint.hub_id or _describe_source(source),
+            source_sha256=digest.result(), source_config=checkpoint.config, transform=transform,
+            transform_params=params, keep=keep_ratios, dtype=dtype, zoo_version=__version__, created_at=now(),
+            parent=parent, notes=notes,
+        )
+        reg.add(info, payloads, checkpoint.assets)
     return reg.get(info.name)
 
 
-def _read_weights(checkpoint: Any, source: str) -> dict[str, torch.Tensor]:
-    """The checkpoint's tensors; a file that is damaged, or a pickle that ``weights_only`` refuses, is one line."""
+def _bar(total: int, description: str, enabled: bool) -> Any:
+    """A per-gene progress bar on stderr, shown only on a terminal (logs and pipes stay clean)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="gene", disable=None if enabled else True, leave=False)
+
+
+def _read_weights(checkpoint: Any, source: str) -> Mapping[str, torch.Tensor]:
+    """The checkpoint's tensors (read lazily where the format allows); a file that is damaged, or a pickle that
+    ``weights_only`` refuses, is one line."""
     try:
-        return checkpoint.state_dict()
+        return checkpoint.tensors() if hasattr(checkpoint, "tensors") else checkpoint.state_dict()
     except ZooError:
         raise
     except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ZooError(f"cannot read the weights of '{source}' (zoo loads only safetensors, GGUF and plain-tensor "
-                       f"torch files, never pickled code): {type(exc).__name__}: {reason}") from exc
+        raise _unreadable(source, exc) from exc
+
+
+def _reading(source: str, records: Iterator[Any]) -> Iterator[Any]:
+    """``records``, with a damaged file found while streaming reported like one found up front."""
+    try:
+        yield from records
+    except (ValueError, OSError) as exc:
+        raise _unreadable(source, exc) from exc
+
+
+def _unreadable(source: str, exc: BaseException) -> ZooError:
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return ZooError(f"cannot read the weights of '{source}' (zoo loads only safetensors, GGUF and plain-tensor "
+                    f"torch files, never pickled code): {type(exc).__name__}: {reason}")
 
 
 def check_params(transform: Any, params: dict[str, Any] | None) -> dict[str, Any]:
@@ -219,6 +251,24 @@ def _check_memory(params: int, device: torch.device) -> None:
         )
 
 
+def _check_disk(params: int, out_dir: Path | None) -> None:
+    import shutil
+
+    need = params * 4
+    folder = out_dir
+    while folder is not None and not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder or ".").free
+    except OSError:
+        free = None
+    if params > DEFAULT_MAX_PARAMS or (free is not None and need > free):
+        raise InvalidConfigError(
+            f"the target has {params:,} parameters and needs about {need / 2**30:.1f} GiB to build on disk "
+            f"({(free or 0) / 2**30:.1f} GiB free at {folder}); choose smaller sizes"
+        )
+
+
 def materialize(
     arch: str | None = None,
     *,
@@ -236,6 +286,7 @@ def materialize(
     stats: str = "restore",
     out: str | os.PathLike[str] | None = None,
     options: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> torch.nn.Module:
     """Build a model of the requested sizes from a learngene; unset sizes keep the source's.
 
@@ -243,48 +294,160 @@ def materialize(
 
     Returns the model (in eval mode, on ``device``). With ``out``, also writes a folder that
     ``from_pretrained`` loads. ``model.zoo_report`` says which learngene was used and which parameters no gene
-    covered (those keep the family's random init).
+    covered (those keep the family's random init). Genes are built one at a time and copied into the model, so
+    memory holds the model plus one gene. To write a folder without holding the model, use
+    :func:`materialize_to_disk`.
     """
     dev = resolve_device(device)
+    sizes = dict(layers=layers, hidden=hidden, heads=heads, ffn=ffn, kv_heads=kv_heads, head_dim=head_dim,
+                 positions=positions)
     with _registry(registry) as reg:
-        return _materialize(reg, arch, learngene, dict(layers=layers, hidden=hidden, heads=heads, ffn=ffn,
-                            kv_heads=kv_heads, head_dim=head_dim, positions=positions), dev, strategy, stats, out,
-                            options)
+        job = _plan(reg, arch, learngene, sizes, dev, strategy, stats, out, options)
+        model = _build(job, progress)
+        if job.out_dir is not None:
+            if hasattr(job.adapter, "load_code"):  # how to load what save() writes, when it is not from_pretrained
+                model.zoo_report["load"] = job.adapter.load_code(job.config, job.out_dir)
+            save(model, job.adapter, job.out_dir, reg.assets(job.info.name), model.zoo_report)
+        return model
 
 
-def _materialize(reg: Registry, arch: str | None, learngene: str | None, requested: dict[str, int | None],
-                 dev: torch.device, strategy: str | None, stats: str,
-                 out: str | os.PathLike[str] | None, options: dict[str, Any] | None = None) -> torch.nn.Module:
+def materialize_to_disk(
+    out: str | os.PathLike[str],
+    arch: str | None = None,
+    *,
+    learngene: str | None = None,
+    layers: int | None = None,
+    hidden: int | None = None,
+    heads: int | None = None,
+    ffn: int | None = None,
+    kv_heads: int | None = None,
+    head_dim: int | None = None,
+    positions: int | None = None,
+    registry: Registry | str | None = None,
+    device: str | torch.device | None = "auto",
+    strategy: str | None = None,
+    stats: str = "restore",
+    options: dict[str, Any] | None = None,
+    dtype: str = "float32",
+    max_shard_bytes: int = assemble.DEFAULT_SHARD_BYTES,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Like :func:`materialize` with ``out``, but streaming: each gene is built (on ``device``) and written into
+    the safetensors files at once, so memory holds about one gene, never the model. Returns the report that
+    ``zoo.json`` holds. ``dtype`` is the saved weights' type (float32, float16 or bfloat16); above
+    ``max_shard_bytes`` the weights are sharded with an index file, as ``save_pretrained`` does.
+
+    Families whose adapter has its own build or save (timm ViTs, ...) are built in memory, then saved.
+    """
+    if dtype not in STORAGE_DTYPES:
+        raise InvalidConfigError(f"unknown dtype '{dtype}'; valid choices: {', '.join(STORAGE_DTYPES)}")
+    dev = resolve_device(device)
+    sizes = dict(layers=layers, hidden=hidden, heads=heads, ffn=ffn, kv_heads=kv_heads, head_dim=head_dim,
+                 positions=positions)
+    with _registry(registry) as reg:
+        job = _plan(reg, arch, learngene, sizes, dev, strategy, stats, out, options, in_memory=False)
+        assets = reg.assets(job.info.name)
+        if not assemble.streamable(job.adapter):
+            model = _build(job, progress)
+            if dtype != "float32":
+                model.to(STORAGE_DTYPES[dtype])
+            if hasattr(job.adapter, "load_code"):
+                model.zoo_report["load"] = job.adapter.load_code(job.config, job.out_dir)
+            save(model, job.adapter, job.out_dir, assets, model.zoo_report)
+            return model.zoo_report
+        layout = assemble.construct(job.adapter, job.config, "meta")
+        placements = assemble.plan(job.adapter, job.config, layout.state_dict(keep_vars=True), job.records)
+        covered = {p.key for places in placements.values() for p in places}
+        fresh = assemble.init_fresh(layout, covered)
+        report = _report(job, type(layout).__name__, sum(p.numel() for p in layout.parameters()), fresh)
+        report["dtype"] = dtype
+
+        def write(folder: Path) -> None:
+            with _progress_bar(job, progress) as bar:
+                assemble.write_pretrained(layout, placements, _genes(job), folder, STORAGE_DTYPES[dtype],
+                                          max_shard_bytes, progress=lambda _name: bar.update(1))
+
+        _write_folder(job.out_dir, write, assets, report)
+        return report
+
+
+@dataclass
+class _Job:
+    info: LearngeneInfo
+    adapter: Any
+    transform: Any
+    strategy: Any
+    config: dict[str, Any]
+    records: dict[str, Any]
+    sizes: dict[str, int]
+    skipped: list[str]
+    stats: str
+    device: torch.device
+    out_dir: Path | None
+
+
+def _plan(reg: Registry, arch: str | None, learngene: str | None, requested: dict[str, int | None],
+          dev: torch.device, strategy: str | None, stats: str, out: str | os.PathLike[str] | None,
+          options: dict[str, Any] | None, in_memory: bool = True) -> _Job:
+    """Everything a materialization needs, checked before any slow work."""
     info, adapter = pick_learngene(reg, arch, learngene)
     cat = catalog()
     transform = cat.transform(info.transform)
     strategy_obj = cat.resize_strategy(strategy or getattr(transform, "default_strategy", "spectral"))
+    if stats not in STATS_RULES:
+        raise InvalidConfigError(f"unknown statistics rule '{stats}'; valid choices: {', '.join(STATS_RULES)}")
     config = adapter.target_config(info.source_config, **requested)
     config = apply_options(adapter, config, options)
-    _check_memory(adapter.parameter_count(config), dev)
     out_dir = check_out(out, reg) if out is not None else None  # before any work: refusing late wastes it
+    if in_memory or not assemble.streamable(adapter):
+        _check_memory(adapter.parameter_count(config), dev)
+    else:  # streamed to disk: memory holds about one gene, the files hold the model
+        _check_disk(adapter.parameter_count(config), out_dir)
     records = reg.genes(info.name, device=dev)
     sizes = adapter.sizes(config)
     # a gene the target has no room for (a classifier for another class count, a role it lacks) is left out: its
     # parameters keep their fresh init and show up in the report
     skipped = sorted(n for n, r in records.items() if not _fits(r, sizes))
     records = {n: r for n, r in records.items() if n not in skipped}
+    return _Job(info, adapter, transform, strategy_obj, config, records, sizes, skipped, stats, dev, out_dir)
+
+
+def _genes(job: _Job) -> Iterator[tuple[str, torch.Tensor]]:
+    """Each gene at its target shape, built only as the consumer advances (a few ahead, in parallel)."""
+    return materialize_stream(job.records, job.sizes, job.transform, job.strategy, job.info.transform_params,
+                              job.stats, workers=EXTRACT_WORKERS)
+
+
+def _progress_bar(job: _Job, enabled: bool) -> Any:
+    return _bar(len(job.records), f"materialize {job.info.name}", enabled)
+
+
+def _build(job: _Job, progress: bool) -> torch.nn.Module:
     with torch.no_grad():
-        genome = materialize_genes(records, sizes, transform, strategy_obj, info.transform_params, stats)
-        model = adapter.build(config, genome, device=dev)
-    model.zoo_report = {
-        "learngene": info.name,
-        "family": info.family,
-        "source": info.source,
-        "sizes": {k: v for k, v in adapter.sizes(config).items()},
-        "fresh_parameters": list(getattr(model, "zoo_fresh_parameters", [])),
-        "skipped_genes": skipped,
-    }
-    if out_dir is not None:
-        if hasattr(adapter, "load_code"):  # how to load what save() writes, when it is not from_pretrained
-            model.zoo_report["load"] = adapter.load_code(config, out_dir)
-        save(model, adapter, out_dir, reg.assets(info.name), model.zoo_report)
+        if assemble.streamable(job.adapter):
+            with _progress_bar(job, progress) as bar:
+                genes = ((name, tensor) for name, tensor in _genes(job) if bar.update(1) or True)
+                model = job.adapter.build_from(job.config, list(job.records), genes, device=job.device)
+        else:
+            genome = materialize_genes(job.records, job.sizes, job.transform, job.strategy,
+                                       job.info.transform_params, job.stats)
+            model = job.adapter.build(job.config, genome, device=job.device)
+    model.zoo_report = _report(job, type(model).__name__, sum(p.numel() for p in model.parameters()),
+                               list(getattr(model, "zoo_fresh_parameters", [])))
     return model
+
+
+def _report(job: _Job, model_class: str, parameters: int, fresh: list[str]) -> dict[str, Any]:
+    return {
+        "learngene": job.info.name,
+        "family": job.info.family,
+        "source": job.info.source,
+        "model_class": model_class,
+        "parameters": parameters,
+        "sizes": dict(job.sizes),
+        "fresh_parameters": list(fresh),
+        "skipped_genes": job.skipped,
+    }
 
 
 def apply_options(adapter: Any, config: dict[str, Any], options: dict[str, Any] | None) -> dict[str, Any]:
@@ -332,14 +495,27 @@ def _zoo_output(folder: Path) -> bool:
 
 
 def save(model: torch.nn.Module, adapter: Any, out_dir: Path, assets: dict[str, bytes], report: dict) -> None:
-    """Write the model folder next to a temporary name, then move it in place, so a crash leaves no half folder."""
+    """Write the model folder next to a temporary name, then move it in place, so a crash leaves no half folder.
+
+    ``transformers`` models are written tensor by tensor (no serialized copy of the whole state dict in memory);
+    other families use their adapter's ``save``."""
+    if assemble.streamable(adapter):
+        def write(folder: Path) -> None:
+            assemble.write_pretrained(model, {}, (), folder)
+    else:
+        def write(folder: Path) -> None:
+            adapter.save(model, folder)
+    _write_folder(out_dir, write, assets, report)
+
+
+def _write_folder(out_dir: Path, write: Any, assets: dict[str, bytes], report: dict) -> None:
     import shutil
     import tempfile
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
-        adapter.save(model, tmp)
+        write(tmp)
         for filename, data in assets.items():
             if filename in ASSET_FILES:  # names from the registry, which may be shared: never a path
                 (tmp / filename).write_bytes(data)

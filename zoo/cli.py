@@ -108,9 +108,10 @@ def learngene() -> None:
 @click.option("--wavelet", help="dwt: wavelet [haar]; same as --param wavelet=NAME.")
 @click.option("--level", type=click.IntRange(min=0), help="dwt: decomposition level; overrides --keep (0 keeps all).")
 @click.option("--mode", help="dwt: boundary mode [periodization]; same as --param mode=NAME.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar (bars only ever show on a terminal).")
 @registry_option
 def learngene_add(source: str, transform: str, keep: str, name: str | None, dtype: str, params: tuple[str, ...],
-                  wavelet: str | None, level: int | None, mode: str | None, registry: str | None) -> None:
+                  wavelet: str | None, level: int | None, mode: str | None, quiet: bool, registry: str | None) -> None:
     """Extract a learngene from SOURCE and store it.
 
     SOURCE is a local Hugging Face folder or .safetensors file, a hub id (gpt2, google-bert/bert-base-uncased) or
@@ -118,7 +119,7 @@ def learngene_add(source: str, transform: str, keep: str, name: str | None, dtyp
     """
     sugar = {k: v for k, v in dict(wavelet=wavelet, level=level, mode=mode).items() if v is not None}
     info = api.add_learngene(source, transform=transform, keep=keep, name=name, dtype=dtype, registry=registry,
-                             params={**parse_params(params), **sugar})
+                             params={**parse_params(params), **sugar}, progress=not quiet)
     click.echo(f"added learngene '{info.name}' ({info.family}, {info.transform}, keep {_keep(info.keep)}, "
                f"{info.genes} genes, {info.nbytes / 2**20:.1f} MiB) from {info.source}")
 
@@ -226,31 +227,33 @@ def learngene_rm(name: str, registry: str | None) -> None:
               help="An architecture's other target option, e.g. --set format=timm --set img_size=224 for vit "
                    "(repeatable; values parsed as JSON if they can be).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (from_pretrained loads it).")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]),
+              help="Type of the saved weights.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar (bars only ever show on a terminal).")
 @registry_option
 def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | None, hidden: int | None,
                     heads: int | None, kv_heads: int | None, head_dim: int | None, ffn: int | None, device: str,
-                    strategy: str | None, stats: str, options: tuple[str, ...], out: str,
+                    strategy: str | None, stats: str, options: tuple[str, ...], out: str, dtype: str, quiet: bool,
                     registry: str | None) -> None:
     """Build a model of any size from a learngene and save it as a Hugging Face folder.
 
     Sizes you leave out keep the source model's.
     """
-    model = api.materialize(
-        arch, learngene=learngene_name, layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
-        head_dim=head_dim, ffn=ffn, device=device, strategy=strategy, stats=stats, out=out, registry=registry,
-        options=parse_params(options, "--set"),
+    report = api.materialize_to_disk(
+        out, arch, learngene=learngene_name, layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
+        head_dim=head_dim, ffn=ffn, device=device, strategy=strategy, stats=stats, registry=registry,
+        options=parse_params(options, "--set"), dtype=dtype, progress=not quiet,
     )
-    report = model.zoo_report
     sizes = report["sizes"]
-    n_params = sum(p.numel() for p in model.parameters())
     click.echo(f"using learngene '{report['learngene']}' ({report['family']}, from {report['source']}); "
                f"choose another with --from NAME (see `zoo learngene list`)")
     shape = ", ".join(f"{k} {v}" for k, v in sizes.items() if k in ("depth", "hidden", "heads", "kv_heads", "ffn"))
-    click.echo(f"materialized {type(model).__name__} ({shape}; {n_params / 1e6:.1f}M parameters) -> {out}")
+    click.echo(f"materialized {report['model_class']} ({shape}; {report['parameters'] / 1e6:.1f}M parameters, "
+               f"{dtype}) -> {out}")
     if report["fresh_parameters"]:
         click.echo(f"note: {len(report['fresh_parameters'])} parameters had no gene and keep random init: "
                    f"{', '.join(report['fresh_parameters'][:4])}{' ...' if len(report['fresh_parameters']) > 4 else ''}")
-    default_load = f"transformers.{type(model).__name__}.from_pretrained({out!r})"
+    default_load = f"transformers.{report['model_class']}.from_pretrained({out!r})"
     click.echo(f"load it with: {report.get('load') or default_load}")
 
 

@@ -9,8 +9,12 @@ reuses one layer's statistics for every extra layer.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import deque
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 
@@ -20,6 +24,9 @@ from .registry.entities import GeneRecord
 from .transforms import ResizeStrategy, Transform
 
 EPS = 1e-12
+T = TypeVar("T")
+# Tensors above this many elements are extracted in slices along an untransformed axis, when they have one
+CHUNK_ELEMENTS = 1 << 23
 # restore: each layer gets the source's mean and std. fan_in: the same, with std scaled by
 # sqrt(source fan-in / target fan-in) so activations keep their variance when input widths change. none: the
 # resized standardized weights are mapped back with the source statistics as they are.
@@ -64,21 +71,185 @@ def _expand(stat: torch.Tensor, x: torch.Tensor, stacked: bool) -> torch.Tensor:
     return stat.reshape(-1, *([1] * (x.dim() - 1))) if stacked else stat
 
 
+@dataclass
+class GeneGroup:
+    """Genes read together, one layer at a time: fused parameters (GPT-2's ``c_attn`` holds q, k and v) are read
+    once per layer for all the genes they hold. ``genes`` are (name, axes, fan_in); ``layers()`` yields, per layer
+    (once for unstacked genes), a function that reads that layer: a mapping of gene name -> tensor. Reading is
+    deferred so that layers can be read and transformed in parallel."""
+
+    genes: list[tuple[str, tuple[str, ...], int]]
+    depth: int | None  # layers of stacked genes; None for unstacked ones
+    layers: Callable[[], Iterator[Callable[[], Mapping[str, torch.Tensor]]]]
+    owned: bool = False  # each read returns fresh buffers (a lazy reader): extraction may overwrite them in place
+
+    @property
+    def stacked(self) -> bool:
+        return self.depth is not None
+
+
+def genome_groups(genome: Genome) -> Iterator[GeneGroup]:
+    """One group per gene of an in-memory genome (the layers are views of its tensors)."""
+    for gene in genome.values():
+        def layers(gene: Gene = gene) -> Iterator[Callable[[], Mapping[str, torch.Tensor]]]:
+            for layer in gene.tensor.unbind(0) if gene.stacked else [gene.tensor]:
+                yield lambda layer=layer: {gene.name: layer}
+        yield GeneGroup([(gene.name, gene.axes, gene.fan_in)], gene.tensor.shape[0] if gene.stacked else None,
+                        layers)
+
+
+def gene_groups(adapter: Any, state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Iterator[GeneGroup]:
+    """An adapter's genes as groups: lazily (each tensor read when extracted) if the adapter can, else from
+    ``to_genome`` over the whole state dict."""
+    from .adapters import TransformersAdapter
+
+    if isinstance(adapter, TransformersAdapter) and type(adapter).to_genome is TransformersAdapter.to_genome:
+        return adapter.gene_groups(state, config)
+    return genome_groups(adapter.to_genome(state if isinstance(state, dict) else dict(state), config))
+
+
+def _standardize_and_analyze(x: torch.Tensor, axes: tuple[str, ...], transform: Transform,
+                             keep: Mapping[str, float], params: Mapping[str, Any], owned: bool = False
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One layer: z-score it (FRONT), then keep the low-frequency block of every resizable axis. ``owned``: ``x``
+    is a scratch buffer that may be overwritten (saves one copy of the layer)."""
+    x = x.detach()
+    converted = x.dtype not in (torch.float32, torch.float64)
+    x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    in_place = owned or converted
+    std, mean = _std_mean(x, False)
+    # shrink the axis that loses the largest share first: every later pass then works on less data (ties: the
+    # innermost axis first, whose transform reads contiguous memory)
+    dims = sorted((d for d, role in enumerate(axes) if resizable(role)),
+                  key=lambda d: (kept_size(x.shape[d], axes[d], keep) / x.shape[d], -d))
+    kept = {d: kept_size(x.shape[d], axes[d], keep) for d in dims}
+
+    def block(part: torch.Tensor) -> torch.Tensor:
+        z = part.sub_(mean) if in_place else torch.sub(part, mean)
+        z.div_(std.clamp_min(EPS))
+        for dim in dims:
+            z = transform.analyze(z, dim, kept[dim], **params)
+        return z
+
+    # A big table (a vocabulary's embeddings) is transformed in slices along an axis no transform touches, so its
+    # temporaries (z-scores, spectra) stay a few slices big instead of several copies of the whole table.
+    fixed = [d for d in range(x.dim()) if d not in kept and x.shape[d] > 1]
+    if x.numel() <= CHUNK_ELEMENTS or not fixed:
+        return block(x), std, mean
+    axis = fixed[0]
+    step = max(1, CHUNK_ELEMENTS * x.shape[axis] // x.numel())
+    out = None
+    for start in range(0, x.shape[axis], step):
+        part = block(x.narrow(axis, start, min(step, x.shape[axis] - start)))
+        if out is None:
+            shape = list(part.shape)
+            shape[axis] = x.shape[axis]
+            out = part.new_empty(shape)
+        out.narrow(axis, start, part.shape[axis]).copy_(part)
+    return out, std, mean
+
+
+def ordered_map(fn: Callable[[Any], T], items: Iterable[Any], pool: Executor | None) -> Iterator[T]:
+    """``map(fn, items)`` in order; with a pool, as many items in flight as it has workers (bounds memory)."""
+    if pool is None:
+        yield from map(fn, items)
+        return
+    ahead = max(1, getattr(pool, "_max_workers", 2) - 1)  # plus the one being submitted: one per worker
+    running: deque[Future[T]] = deque()
+    for item in items:
+        running.append(pool.submit(fn, item))
+        if len(running) > ahead:
+            yield running.popleft().result()
+    while running:
+        yield running.popleft().result()
+
+
+def extract_group(group: GeneGroup, transform: Transform, keep: Mapping[str, float], params: Mapping[str, Any],
+                  dtype: torch.dtype = torch.float32, device: Any = None,
+                  pool: Executor | None = None) -> list[GeneRecord]:
+    """The records of one gene group; holds only the layers in flight of raw weights at a time."""
+    layer_axes = {name: axes[1:] if group.stacked else axes for name, axes, _ in group.genes}
+
+    def analyze_layer(read: Callable[[], Mapping[str, torch.Tensor]]) -> dict[str, tuple]:
+        out = {}
+        for name, x in read().items():
+            shape = tuple(x.shape)
+            owned = group.owned and (device is None or x.device == torch.device(device))
+            out[name] = (shape, *_standardize_and_analyze(x.to(device) if device is not None else x,
+                                                          layer_axes[name], transform, keep, params, owned))
+        return out
+
+    blocks: dict[str, torch.Tensor] = {}
+    stats: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {name: ([], []) for name, _, _ in group.genes}
+    source_shapes: dict[str, list[int]] = {}
+    for i, parts in enumerate(ordered_map(analyze_layer, group.layers(), pool)):
+        for name, (shape, block, std, mean) in parts.items():
+            if not group.stacked:
+                blocks[name] = block
+                source_shapes[name] = list(shape)
+            else:
+                if name not in blocks:  # one buffer for all layers: no second copy from torch.stack
+                    blocks[name] = block.new_empty((group.depth, *block.shape))
+                    source_shapes[name] = [group.depth, *shape]
+                blocks[name][i] = block
+            stats[name][0].append(std)
+            stats[name][1].append(mean)
+    records = []
+    for name, axes, fan_in in group.genes:
+        if name not in blocks or (group.stacked and len(stats[name][0]) != group.depth):
+            raise ValueError(f"gene '{name}': read {len(stats[name][0])} layers, expected {group.depth or 1}")
+        coeffs = blocks.pop(name)
+        std, mean = (torch.stack(s) for s in stats.pop(name)) if group.stacked else (s[0] for s in stats.pop(name))
+        if group.stacked:
+            coeffs = transform.analyze(coeffs, 0, kept_size(group.depth, DEPTH, keep), **params)
+        records.append(GeneRecord(name, axes, tuple(source_shapes[name]), coeffs.to(dtype), mean.float(),
+                                  std.float(), fan_in))
+    return records
+
+
+def extract_groups(groups: Iterable[GeneGroup], transform: Transform, keep: Mapping[str, float],
+                   params: Mapping[str, Any], dtype: torch.dtype = torch.float32, device: Any = None,
+                   workers: int = 1) -> Iterator[GeneRecord]:
+    """Records one gene group at a time, so a caller that stores each as it comes holds one group in memory.
+
+    With ``workers`` > 1 on a CPU, that many layers are read and transformed at once, each on one torch thread:
+    FFTs and small products scale better across layers than inside one.
+    """
+    with single_threaded_pool(workers, device) as pool:
+        for group in groups:
+            yield from extract_group(group, transform, keep, params, dtype, device, pool)
+            release_memory()
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps it in per-thread arenas otherwise, so a streaming
+    process's RSS would grow to the sum of its past peaks rather than stay near its current working set)."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _find_malloc_trim() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to do
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
+
+
 def extract_gene(gene: Gene, transform: Transform, keep: Mapping[str, float], params: Mapping[str, Any],
                  dtype: torch.dtype = torch.float32) -> GeneRecord:
-    x = gene.tensor.detach().to(torch.float64 if gene.tensor.dtype == torch.float64 else torch.float32)
-    std, mean = _std_mean(x, gene.stacked)
-    z = (x - _expand(mean, x, gene.stacked)) / _expand(std.clamp_min(EPS), x, gene.stacked)
-    coeffs = z
-    for dim, role in enumerate(gene.axes):
-        if resizable(role):
-            coeffs = transform.analyze(coeffs, dim, kept_size(x.shape[dim], role, keep), **params)
-    return GeneRecord(gene.name, gene.axes, tuple(x.shape), coeffs.to(dtype), mean.float(), std.float(), gene.fan_in)
+    (group,) = genome_groups({gene.name: gene})
+    return extract_group(group, transform, keep, params, dtype)[0]
 
 
 def extract(genome: Genome, transform: Transform, keep: Mapping[str, float], params: Mapping[str, Any],
             dtype: torch.dtype = torch.float32) -> dict[str, GeneRecord]:
-    return {name: extract_gene(gene, transform, keep, params, dtype) for name, gene in genome.items()}
+    return {r.name: r for r in extract_groups(genome_groups(genome), transform, keep, params, dtype)}
 
 
 def interpolate_depth(values: torch.Tensor, layers: int) -> torch.Tensor:
@@ -134,6 +305,35 @@ def _std_mean(x: torch.Tensor, stacked: bool) -> tuple[torch.Tensor, torch.Tenso
     if x.numel() <= 1:
         return torch.zeros((), dtype=x.dtype, device=x.device), x.reshape(-1)[0] if x.numel() else x.sum()
     return torch.std_mean(x, correction=0)
+
+
+@contextmanager
+def single_threaded_pool(workers: int, device: Any = None) -> Iterator[Executor | None]:
+    """A pool of ``workers`` threads, each running torch ops on one thread (None: serial, or not on a CPU)."""
+    if workers <= 1 or (device is not None and torch.device(device).type != "cpu"):
+        yield None
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="zoo") as pool:
+            yield pool
+    finally:
+        torch.set_num_threads(threads)
+
+
+def materialize_stream(records: Mapping[str, GeneRecord], sizes: Mapping[str, int], transform: Transform,
+                       strategy: ResizeStrategy, params: Mapping[str, Any], stats: str = "restore",
+                       workers: int = 1) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor at the target shape) per gene, in order, built only as the consumer advances (with
+    ``workers`` > 1, that many genes are built ahead in parallel)."""
+    def build(name: str) -> tuple[str, torch.Tensor]:
+        with torch.no_grad():
+            return name, materialize({name: records[name]}, sizes, transform, strategy, params, stats)[name].tensor
+
+    device = next(iter(records.values())).coeffs.device if records else None
+    with single_threaded_pool(workers, device) as pool:
+        yield from ordered_map(build, records, pool)
 
 
 def materialize(records: Mapping[str, GeneRecord], sizes: Mapping[str, int], transform: Transform,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,14 @@ class Checkpoint:
             else:
                 state.update(torch.load(path, map_location="cpu", weights_only=True))
         return state
+
+    def tensors(self) -> Mapping[str, torch.Tensor]:
+        """The weights as a mapping that reads each tensor when asked (safetensors), else the full state dict."""
+        if self.loader is None and self.weight_files and all(p.suffix == ".safetensors" for p in self.weight_files):
+            from .safetensors_io import SafetensorsReader
+
+            return SafetensorsReader(self.weight_files)
+        return self.state_dict()
 
     def sha256(self) -> str:
         digest = hashlib.sha256()

@@ -48,5 +48,8 @@ class ResizeStrategy(Protocol):
 
 def apply_matrix(x: torch.Tensor, matrix: torch.Tensor, dim: int) -> torch.Tensor:
     """Multiply ``x`` along ``dim`` by ``matrix`` (shape ``[out, in]``), leaving other axes alone."""
+    matrix = matrix.to(x.dtype)
+    if dim % x.dim() == 0 and x.is_contiguous():  # leading axis: one left product, no transposed copies
+        return (matrix @ x.reshape(x.shape[0], -1)).reshape(matrix.shape[0], *x.shape[1:])
     moved = x.movedim(dim, -1)
-    return (moved @ matrix.T.to(moved.dtype)).movedim(-1, dim)
+    return (moved @ matrix.T).movedim(-1, dim)

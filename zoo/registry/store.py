@@ -24,16 +24,17 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, BinaryIO, NoReturn, TypeVar
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
-from sqlalchemy import create_engine, delete, event, inspect, select
+from sqlalchemy import create_engine, delete, event, inspect, select, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -49,6 +50,8 @@ BUSY_TIMEOUT_S = 30  # how long SQLite waits for another writer before reporting
 BUSY_RETRIES = 3  # then the whole transaction is retried this many times, with jittered backoff
 PG_SETUP_LOCK = 0x7A6F6F  # advisory lock key ("zoo") serializing schema setup on a PostgreSQL registry
 T = TypeVar("T")
+# The newest migration in migrations/versions, so opening a registry need not import alembic (checked by a test).
+SCHEMA_HEAD = "0002"
 
 
 def crash_point(name: str) -> None:
@@ -220,22 +223,22 @@ class Registry:
         return ScriptDirectory.from_config(_alembic_config(self.engine))
 
     def _schema_state(self) -> tuple[str | None, set[str]]:
-        from alembic.runtime.migration import MigrationContext
-
+        # plain SQL, not alembic's MigrationContext: importing alembic costs ~1 s, and every command opens a registry
         try:
             with self.engine.connect() as conn:
-                current = MigrationContext.configure(conn).get_current_revision()
                 tables = set(inspect(conn).get_table_names())
+                current = (conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                           if "alembic_version" in tables else None)
         except SQLAlchemyError as exc:
             raise self._error(exc, "cannot open registry") from exc
         return current, tables
 
     def schema_revision(self) -> tuple[str | None, str]:
         """(the registry's schema revision, this zoo's head revision)."""
-        return self._schema_state()[0], self._script().get_current_head()
+        return self._schema_state()[0], SCHEMA_HEAD
 
     def _check_schema(self) -> None:
-        head = self._script().get_current_head()
+        head = SCHEMA_HEAD
         current, tables = self._schema_state()
         if current == head:
             return
@@ -433,9 +436,16 @@ class Registry:
         return found[-1] if found else None
 
     # -- writes ----------------------------------------------------------------------------------------------------
-    def add(self, info: LearngeneInfo, genes: dict[str, GeneRecord], assets: dict[str, bytes] | None = None) -> None:
-        """Store a learngene, its genes and assets in one transaction: all or nothing, even if the process dies."""
-        payloads = [_gene_columns(record) for record in genes.values()]  # serialize before touching the database
+    def add(self, info: LearngeneInfo, genes: Mapping[str, GeneRecord] | Iterable[GeneRecord],
+            assets: dict[str, bytes] | None = None) -> None:
+        """Store a learngene, its genes and assets in one transaction: all or nothing, even if the process dies.
+
+        ``genes`` may be a generator (streaming extraction), or genes already encoded by :func:`encode_gene`: each
+        record is serialized as it comes and dropped, so only the stored bytes are held, never the tensors.
+        """
+        records = genes.values() if isinstance(genes, Mapping) else genes
+        # serialize before touching the database (already-encoded genes, from encode_gene, pass through)
+        payloads = [record if isinstance(record, dict) else encode_gene(record) for record in records]
         crash_point("add:serialized")
 
         def work(session: Session) -> None:
@@ -453,8 +463,12 @@ class Registry:
             session.flush()
             crash_point("add:learngene-row")
             for i, columns in enumerate(payloads):  # fresh ORM rows per attempt: a retried transaction starts clean
-                session.add(SqlGene(learngene_id=row.id, **columns))
+                data = columns["data"]
+                gene_row = SqlGene(learngene_id=row.id, **{**columns, "data": data.read() if isinstance(
+                    data, SpooledBytes) else data})
+                session.add(gene_row)
                 session.flush()
+                session.expunge(gene_row)  # written: let its bytes go, so memory holds one gene, not the learngene
                 crash_point(f"add:gene-{i}")
             crash_point("add:genes-written")
             for filename, data in (assets or {}).items():
@@ -506,17 +520,45 @@ def decode_gene(data: bytes, expected_sha256: str, name: str, gene: str) -> dict
     return tensors
 
 
-def _gene_columns(record: GeneRecord) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SpooledBytes:
+    """Bytes parked in a temporary file until the database takes them (see :func:`encode_gene`)."""
+
+    file: BinaryIO
+    offset: int
+    size: int
+
+    def read(self) -> bytes:
+        self.file.seek(self.offset)
+        data = self.file.read(self.size)
+        if len(data) != self.size:
+            raise RegistryError("the temporary file holding an encoded gene was cut short")
+        return data
+
+
+def encode_gene(record: GeneRecord, spool: BinaryIO | None = None) -> dict[str, Any]:
+    """A gene's table columns, its tensors serialized as safetensors bytes.
+
+    With ``spool`` (a temporary file), the bytes are written there and only their place is kept: a big learngene
+    is encoded gene by gene before its transaction starts without holding all of it in memory.
+    """
     coeffs = record.coeffs.detach().to("cpu").contiguous()
     data = st_save({
         "coeffs": coeffs,
         "mean": record.mean.detach().to("cpu", torch.float32).contiguous(),
         "std": record.std.detach().to("cpu", torch.float32).contiguous(),
     })
+    digest = sha256(data)
+    if spool is not None:
+        spool.seek(0, os.SEEK_END)
+        offset = spool.tell()
+        spool.write(data)
+        data = SpooledBytes(spool, offset, len(data))
     return dict(
         name=record.name, axes=json.dumps(list(record.axes)), source_shape=json.dumps(list(record.source_shape)),
-        shape=json.dumps(list(coeffs.shape)), dtype=str(coeffs.dtype).removeprefix("torch."), nbytes=len(data),
-        sha256=sha256(data), data=data, fan_in=record.fan_in,
+        shape=json.dumps(list(coeffs.shape)), dtype=str(coeffs.dtype).removeprefix("torch."),
+        nbytes=data.size if isinstance(data, SpooledBytes) else len(data), sha256=digest, data=data,
+        fan_in=record.fan_in,
     )
 
 

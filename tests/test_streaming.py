@@ -1,0 +1,302 @@
+"""Speed and scale (docs/performance.md): lazy safetensors reads, streaming extraction and streaming writes.
+
+Every streaming path is checked against an independent reference: safetensors' own reader and writer, scipy's
+DCT, and zoo's in-memory build of the same target.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.fft
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
+
+import zoo
+from zoo.cli import cli
+from zoo.pipeline import extract_groups, gene_groups, genome_groups
+from zoo.plugins import catalog
+from zoo.safetensors_io import SafetensorsReader, SafetensorsWriter
+from zoo.sources import from_local
+
+transformers = pytest.importorskip("transformers")
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+
+def _tensors() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "f32": torch.randn(5, 7, generator=g),
+        "f16": torch.randn(3, 4, generator=g).half(),
+        "bf16": torch.randn(6, generator=g).bfloat16(),
+        "f64": torch.randn(2, 2, 2, generator=g, dtype=torch.float64),
+        "i64": torch.arange(11),
+        "flags": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(3.5),
+        "empty": torch.zeros(0, 4),
+    }
+
+
+def test_reader_matches_safetensors_for_every_dtype(tmp_path):
+    tensors = _tensors()
+    save_file(dict(list(tensors.items())[:4]), tmp_path / "a.safetensors")
+    save_file(dict(list(tensors.items())[4:]), tmp_path / "b.safetensors")
+    reader = SafetensorsReader([tmp_path / "a.safetensors", tmp_path / "b.safetensors"])
+    assert sorted(reader) == sorted(tensors) and len(reader) == len(tensors)
+    for key, want in tensors.items():
+        got = reader[key]
+        assert got.dtype == want.dtype and got.shape == want.shape and torch.equal(got, want), key
+        assert reader.shape(key) == tuple(want.shape)
+    assert "missing" not in reader
+
+
+def test_reader_reports_a_truncated_file(tmp_path):
+    save_file({"w": torch.randn(100, 100)}, tmp_path / "w.safetensors")
+    data = (tmp_path / "w.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        SafetensorsReader([tmp_path / "cut.safetensors"])["w"]
+    (tmp_path / "junk.safetensors").write_bytes(struct.pack("<Q", 2**40) + b"{}")
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        SafetensorsReader([tmp_path / "junk.safetensors"])
+
+
+def test_writer_takes_rows_in_any_order_and_safetensors_reads_the_file(tmp_path):
+    tensors = _tensors()
+    layout = {k: (v.dtype, tuple(v.shape)) for k, v in tensors.items()}
+    writer = SafetensorsWriter(tmp_path / "out.safetensors", layout, {"format": "pt"})
+    for key in reversed(list(tensors)):
+        value = tensors[key]
+        if value.dim() and value.shape[0] > 1:  # two row runs, the second first
+            half = value.shape[0] // 2
+            writer.write_rows(key, half, value[half:])
+            writer.write_rows(key, 0, value[:half])
+        else:
+            writer.write(key, value)
+    writer.close()
+    loaded = load_file(tmp_path / "out.safetensors")
+    for key, want in tensors.items():
+        assert torch.equal(loaded[key], want), key
+
+
+def test_writer_casts_and_refuses_bad_rows_and_missing_data(tmp_path):
+    writer = SafetensorsWriter(tmp_path / "x.safetensors", {"a": (torch.bfloat16, (4, 3)), "b": (torch.float32, (2,))})
+    writer.write("a", torch.ones(4, 3))  # float32 in, stored as bfloat16
+    with pytest.raises(ValueError, match="do not fit"):
+        writer.write_rows("a", 3, torch.ones(2, 3))
+    with pytest.raises(RuntimeError, match="no data was written for b"):
+        writer.close()
+    assert load_file(tmp_path / "x.safetensors")["a"].dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("n", [2, 3, 96, 255, 256, 257, 600, 1024])
+def test_fft_analysis_matches_scipy(n):
+    dct = catalog().transform("dct")
+    x = torch.randn(4, n, 3, dtype=torch.float64)
+    ref = scipy.fft.dct(x.numpy(), type=2, norm="ortho", axis=1)
+    for keep in sorted({1, 96, n // 2, n // 2 + 1, n // 2 + 2, n - 1, n} & set(range(1, n + 1))):
+        got = dct.analyze(x, 1, keep).numpy()
+        np.testing.assert_allclose(got, ref[:, :keep], atol=1e-12, err_msg=f"n={n} keep={keep}")
+    got32 = dct.analyze(x.float(), 1, n).numpy()
+    np.testing.assert_allclose(got32, ref, atol=2e-5)
+
+
+# -- extraction ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(7)
+    config = GPT2Config(n_layer=4, n_embd=64, n_head=4, vocab_size=300, n_positions=64, bos_token_id=0,
+                        eos_token_id=0)
+    model = GPT2LMHeadModel(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    folder = tmp_path_factory.mktemp("gpt2") / "src"
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(8)
+    config = LlamaConfig(num_hidden_layers=3, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=96, vocab_size=200, max_position_embeddings=64, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    folder = tmp_path_factory.mktemp("llama") / "src"
+    model.save_pretrained(folder)
+    return folder
+
+
+def _reference_coeffs(layers: list[np.ndarray], keep: float) -> np.ndarray:
+    """FRONT's learngene by hand: per-layer z-score, orthonormal DCT over every axis (depth included), crop."""
+    z = np.stack([(x - x.mean()) / x.std() for x in layers])
+    coeffs = scipy.fft.dctn(z, type=2, norm="ortho")
+    return coeffs[tuple(slice(0, int(np.ceil(n * keep))) for n in z.shape)]
+
+
+def test_streaming_extraction_matches_a_scipy_reference_on_fused_transposed_weights(gpt2_dir):
+    """c_attn ([in, 3 * out], Conv1D) is read once per layer, split into q, k, v and each gets FRONT's learngene."""
+    checkpoint = from_local(gpt2_dir, "src")
+    reader = checkpoint.tensors()
+    assert isinstance(reader, SafetensorsReader)  # lazy: nothing is read until a gene needs it
+    adapter = catalog().architecture("gpt2")
+    records = {r.name: r for r in extract_groups(gene_groups(adapter, reader, checkpoint.config),
+                                                 catalog().transform("dct"), {"*": 0.5}, {})}
+    raw = load_file(gpt2_dir / "model.safetensors")
+    prefix = "transformer." if "transformer.h.0.attn.c_attn.weight" in raw else ""
+    for third, gene in enumerate(("attn.q.weight", "attn.k.weight", "attn.v.weight")):
+        layers = [raw[f"{prefix}h.{i}.attn.c_attn.weight"].T[third * 64:(third + 1) * 64].reshape(4, 16, 64).double()
+                  .numpy() for i in range(4)]
+        want = _reference_coeffs(layers, 0.5)
+        got = records[gene].coeffs.double().numpy()
+        assert got.shape == want.shape == (2, 2, 8, 32)
+        np.testing.assert_allclose(got, want, atol=2e-5)
+    assert records["attn.q.weight"].source_shape == (4, 4, 16, 64)
+    std = torch.tensor([float(raw[f"{prefix}h.{i}.mlp.c_fc.weight"].std(correction=0)) for i in range(4)])
+    torch.testing.assert_close(records["mlp.up.weight"].std, std, rtol=1e-5, atol=0)
+
+
+def test_parallel_extraction_equals_serial(llama_dir):
+    checkpoint = from_local(llama_dir, "src")
+    adapter = catalog().architecture("llama")
+    dct = catalog().transform("dct")
+
+    def run(workers: int) -> dict:
+        groups = gene_groups(adapter, checkpoint.tensors(), checkpoint.config)
+        return {r.name: r for r in extract_groups(groups, dct, {"*": 0.5}, {}, workers=workers)}
+
+    serial, parallel = run(1), run(3)
+    assert list(serial) == list(parallel) and "lm_head.weight" not in serial  # tied: stored once, as embed.tokens
+    for name, record in serial.items():
+        assert torch.equal(record.coeffs, parallel[name].coeffs), name
+        assert torch.equal(record.std, parallel[name].std) and torch.equal(record.mean, parallel[name].mean)
+    assert torch.get_num_threads() >= 1  # the worker pool restores torch's thread count
+
+
+def test_lazy_and_in_memory_genomes_extract_the_same(gpt2_dir):
+    checkpoint = from_local(gpt2_dir, "src")
+    adapter = catalog().architecture("gpt2")
+    dct = catalog().transform("dct")
+    lazy = list(extract_groups(gene_groups(adapter, checkpoint.tensors(), checkpoint.config), dct, {"*": 0.5}, {}))
+    genome = adapter.to_genome(checkpoint.state_dict(), checkpoint.config)
+    eager = list(extract_groups(genome_groups(genome), dct, {"*": 0.5}, {}))
+    assert [r.name for r in lazy] == [r.name for r in eager if r.name in {x.name for x in lazy}]
+    for a in lazy:
+        b = next(r for r in eager if r.name == a.name)
+        torch.testing.assert_close(a.coeffs, b.coeffs, rtol=0, atol=1e-6)
+
+
+# -- materialization -------------------------------------------------------------------------------------------
+
+
+def _registry_with(folder: Path, tmp_path: Path, keep: float = 0.5) -> Path:
+    registry = tmp_path / "r.db"
+    zoo.add_learngene(str(folder), keep=keep, name="src", registry=registry)
+    return registry
+
+
+@pytest.mark.parametrize("family,sizes", [
+    ("gpt2", {}),
+    ("gpt2", dict(layers=6, hidden=48, heads=3)),
+    ("llama", dict(layers=2, hidden=32, heads=2, kv_heads=1)),
+])
+def test_streamed_folder_equals_the_in_memory_model(family, sizes, gpt2_dir, llama_dir, tmp_path):
+    source = {"gpt2": gpt2_dir, "llama": llama_dir}[family]
+    registry = _registry_with(source, tmp_path)
+    model = zoo.materialize(learngene="src", registry=registry, device="cpu", **sizes)
+    report = zoo.materialize_to_disk(tmp_path / "out", learngene="src", registry=registry, device="cpu", **sizes)
+    assert report["model_class"] == type(model).__name__ and report["parameters"] == sum(
+        p.numel() for p in model.parameters())
+    written = json.loads((tmp_path / "out" / "zoo.json").read_text())
+    assert written["learngene"] == "src" and "model.safetensors" in written["files"]
+    loaded = type(model).from_pretrained(tmp_path / "out").eval()
+    want, got = model.state_dict(), loaded.state_dict()
+    assert want.keys() == got.keys()
+    for key in want:
+        if key in model.zoo_fresh_parameters:  # fresh init: its own draw, same family rule
+            assert got[key].shape == want[key].shape
+            continue
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
+    tokens = torch.randint(0, 200, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(tokens).logits, model(tokens).logits)
+
+
+def test_sharded_bfloat16_output_loads_with_from_pretrained(gpt2_dir, tmp_path):
+    registry = _registry_with(gpt2_dir, tmp_path, keep=1.0)
+    zoo.materialize_to_disk(tmp_path / "out", learngene="src", registry=registry, device="cpu", dtype="bfloat16",
+                            max_shard_bytes=100_000)
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    shards = [f for f in files if f.startswith("model-")]
+    assert len(shards) > 2 and "model.safetensors.index.json" in files
+    index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == set(shards)
+    loaded = GPT2LMHeadModel.from_pretrained(tmp_path / "out", dtype="auto")
+    assert loaded.dtype == torch.bfloat16
+    source = GPT2LMHeadModel.from_pretrained(gpt2_dir)
+    for key, value in source.state_dict().items():  # keep 1: the source itself, rounded to bfloat16
+        torch.testing.assert_close(loaded.state_dict()[key].float(), value, rtol=1e-2, atol=1e-2, msg=key)
+
+
+def test_cli_quiet_and_progress_bars_stay_out_of_pipes(gpt2_dir, tmp_path):
+    registry = str(tmp_path / "r.db")
+    runner = CliRunner()
+    added = runner.invoke(cli, ["learngene", "add", str(gpt2_dir), "--name", "g", "--registry", registry])
+    assert added.exit_code == 0, added.output
+    assert "added learngene 'g'" in added.output and "gene/s" not in added.output  # not a terminal: no bar
+    out = tmp_path / "out"
+    made = runner.invoke(cli, ["materialize", "--from", "g", "--layers", "2", "--out", str(out), "--quiet",
+                               "--dtype", "float16", "--registry", registry])
+    assert made.exit_code == 0, made.output
+    assert "float16" in made.output and "GPT2LMHeadModel" in made.output
+    assert GPT2LMHeadModel.from_pretrained(out).config.n_layer == 2
+
+
+def test_speed_benchmark_runs_at_smoke_size(tmp_path):
+    """bench/speed.py end to end on a tiny checkpoint: every case runs in its own process and reports finite,
+    positive timings and peak RSS (the numbers themselves mean nothing at this size)."""
+    import importlib.util
+    import math
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "speed.py"
+    spec = importlib.util.spec_from_file_location("bench_speed", path)
+    speed = importlib.util.module_from_spec(spec)
+    sys.modules["bench_speed"] = speed
+    spec.loader.exec_module(speed)
+    out = tmp_path / "speed.json"
+    assert speed.main(["--smoke", "--json", str(out), "--work", str(tmp_path / "work")]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["rows"]) == {"read (warm)", "add (warm)", "read (cold)", "add (cold)", "random+save",
+                                   "materialize"}
+    for label, runs in result["rows"].items():
+        for run in runs:
+            assert math.isfinite(run["seconds"]) and run["seconds"] >= 0, label
+            assert math.isfinite(run["peak_rss_mb"]) and run["peak_rss_mb"] > 50, label
+    table = speed.render(result, "python bench/speed.py --smoke")
+    assert table.count("| learngene add") == 2 and "| materialize" in table
+
+
+def test_big_tables_are_extracted_in_slices_with_the_same_result(monkeypatch):
+    from zoo import pipeline
+
+    dct = catalog().transform("dct")
+    table = torch.randn(3000, 200)
+    whole = pipeline._standardize_and_analyze(table, ("vocab", "hidden"), dct, {"*": 0.5}, {})
+    monkeypatch.setattr(pipeline, "CHUNK_ELEMENTS", 10_000)  # 50-row slices
+    sliced = pipeline._standardize_and_analyze(table, ("vocab", "hidden"), dct, {"*": 0.5}, {})
+    assert sliced[0].shape == (3000, 100)
+    assert torch.equal(whole[0], sliced[0]) and torch.equal(whole[1], sliced[1])
+    z = (table - table.mean()) / table.std(correction=0)
+    want = scipy.fft.dct(z.double().numpy(), type=2, norm="ortho", axis=1)[:, :100]
+    np.testing.assert_allclose(sliced[0].numpy(), want, atol=1e-4)

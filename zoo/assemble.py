@@ -1,0 +1,277 @@
+"""Put genes into a ``transformers`` model's parameters, in memory or straight into safetensors files.
+
+One placement plan serves both: for every gene, the parameters (and row ranges of them) its layers fill. Genes
+arrive one at a time and are dropped once placed, so building in memory holds the model plus one gene, and writing
+to disk holds one gene group (fused q, k, v) plus the rows being assembled, never the whole target.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import InvalidConfigError
+from .genes import DEPTH, shape_for
+
+DEFAULT_SHARD_BYTES = 5 * 2**30  # transformers' long-time default max_shard_size ("5GB")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Rows ``start:start + rows`` of parameter ``key`` (of its transpose, for Conv1D) hold layer ``layer``
+    (``None``: the whole gene) of one gene."""
+
+    key: str
+    layer: int | None
+    start: int
+    rows: int
+    transposed: bool
+
+
+def _no_init() -> Any:
+    import contextlib
+
+    try:  # transformers >= 5
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        try:  # transformers 4.x
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:  # pragma: no cover - very old transformers: plain (slower) construction
+            return contextlib.nullcontext()
+    return no_init_weights()
+
+
+def construct(adapter: Any, config: Mapping[str, Any], device: Any) -> torch.nn.Module:
+    """The family's model for ``config`` with parameters allocated but not initialized (on ``meta``: not even
+    allocated, which is all a layout needs)."""
+    cls = adapter.model_class(config)
+    with torch.device(device), _no_init():
+        model = cls(adapter.hf_config(config))
+    model.tie_weights()  # transformers 5 ties inside the init that no_init_weights skips
+    return model
+
+
+def plan(adapter: Any, config: Mapping[str, Any], params: Mapping[str, torch.Tensor],
+         genes: Iterable[str]) -> dict[str, list[Placement]]:
+    """Where each of ``genes`` goes among ``params`` (the model's state dict, possibly on ``meta``)."""
+    sizes = adapter.sizes(config)
+    present = set(genes)
+    pieces: dict[str, list[tuple[int, str, int | None, Any]]] = defaultdict(list)
+    for wm in adapter.weights:
+        if wm.gene not in present:
+            continue
+        for i in range(sizes[DEPTH]) if wm.per_layer else [None]:
+            pieces[wm.key.format(i=i)].append((wm.part[0], wm.gene, i, wm))
+    out: dict[str, list[Placement]] = defaultdict(list)
+    for key, parts in pieces.items():
+        full_key = adapter._template_key(key, params)
+        target = params[full_key]
+        parts.sort(key=lambda p: p[0])
+        transposed = parts[0][3].transposed and target.dim() == 2
+        dest_shape = tuple(target.shape[::-1]) if transposed else tuple(target.shape)
+        shapes = [shape_for(p[3].axes, sizes) for p in parts]
+        if target.dim() == 0:
+            if len(parts) != 1 or math.prod(shapes[0]) != 1:
+                raise _mismatch(full_key, shapes, ())
+            out[parts[0][1]].append(Placement(full_key, parts[0][2], 0, 1, False))
+            continue
+        row = math.prod(dest_shape[1:])
+        if sum(math.prod(s) for s in shapes) != math.prod(dest_shape) or any(math.prod(s) % row for s in shapes):
+            raise _mismatch(full_key, shapes, dest_shape, tuple(target.shape))
+        start = 0
+        for (_, gene, layer, _), shape in zip(parts, shapes):
+            rows = math.prod(shape) // row
+            out[gene].append(Placement(full_key, layer, start, rows, transposed))
+            start += rows
+    return dict(out)
+
+
+def _mismatch(key: str, shapes: list[tuple[int, ...]], want: tuple[int, ...],
+              stored: tuple[int, ...] | None = None) -> InvalidConfigError:
+    note = "" if stored is None or stored == want else f" (stored transposed as {stored})"
+    return InvalidConfigError(f"gene for '{key}' has shape {' + '.join(map(str, shapes))}, model wants {want}{note}")
+
+
+def _piece(tensor: torch.Tensor, place: Placement, row_shape: tuple[int, ...]) -> torch.Tensor:
+    part = tensor[place.layer] if place.layer is not None else tensor
+    return part.reshape(place.rows, *row_shape) if row_shape or place.rows != 1 else part.reshape(())
+
+
+def _rows_view(dest: torch.Tensor, place: Placement) -> torch.Tensor:
+    if dest.dim() == 0:
+        return dest
+    view = dest.T if place.transposed else dest
+    return view.narrow(0, place.start, place.rows)
+
+
+def init_fresh(model: torch.nn.Module, covered: set[str]) -> list[str]:
+    """Give the parameters no gene covers the family's own init, and nothing else; returns their names.
+
+    ``reset_parameters`` (torch's default) then ``_init_weights`` of the nearest ``PreTrainedModel``, on the
+    modules holding fresh parameters and their ancestors (GPT-2's scaled ``c_proj`` init lives in the parent's
+    rule), children before parents, as ``transformers`` does. Rules that also touch covered parameters are
+    harmless: genes are written afterwards. Sorted, so the order never depends on ``PYTHONHASHSEED``.
+    """
+    from transformers import PreTrainedModel
+
+    params = model.state_dict(keep_vars=True)
+    covered_ids = {id(params[key]) for key in covered}
+    fresh = [name for name, p in model.named_parameters() if id(p) not in covered_ids]
+    if not fresh:
+        return []
+    modules = dict(model.named_modules())
+    owners = sorted({name.rpartition(".")[0] for name in fresh})
+    for name in owners:
+        if any(p.is_meta for p in modules[name].parameters(recurse=False)):
+            modules[name].to_empty(device="cpu", recurse=False)  # streaming to disk: only these get memory
+        reset = getattr(modules[name], "reset_parameters", None)
+        if callable(reset) and not isinstance(modules[name], PreTrainedModel):
+            reset()
+    chain = {".".join(name.split(".")[:j]) if name else "" for name in owners
+             for j in range(len(name.split(".")) + 1 if name else 1)}
+
+    def init_fn(name: str) -> Any:
+        parts = name.split(".") if name else []
+        for j in range(len(parts), -1, -1):  # the nearest PreTrainedModel owns the init rules
+            owner = modules.get(".".join(parts[:j]))
+            if isinstance(owner, PreTrainedModel):
+                return owner._init_weights
+        return None
+
+    for name in sorted(chain, key=lambda n: (-(n.count(".") + 1 if n else 0), n)):
+        fn = init_fn(name)
+        if fn is not None:
+            fn(modules[name])
+    return sorted(fresh)
+
+
+def fill(model: torch.nn.Module, placements: Mapping[str, list[Placement]],
+         genes: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Copy each gene into the model's parameters as it arrives."""
+    params = model.state_dict(keep_vars=True)
+    with torch.no_grad():
+        for name, tensor in genes:
+            for place in placements.get(name, ()):
+                dest = params[place.key]
+                view = _rows_view(dest, place)
+                view.copy_(_piece(tensor, place, tuple(view.shape[1:])))
+
+
+def saved_keys(model: torch.nn.Module) -> list[str]:
+    """The state-dict keys ``save_pretrained`` writes: one key per tied group, the tie's source."""
+    params = model.state_dict(keep_vars=True)
+    tied_targets = set(getattr(model, "_tied_weights_keys", None) or ())
+    first: dict[int, str] = {}
+    for key, value in params.items():
+        if id(value) in first and key in tied_targets:
+            continue
+        if id(value) in first:  # a tie transformers did not declare: keep the first name, as it does
+            continue
+        first[id(value)] = key
+    return list(first.values())
+
+
+def write_pretrained(model: torch.nn.Module, placements: Mapping[str, list[Placement]],
+                     genes: Iterable[tuple[str, torch.Tensor]], out_dir: Path, dtype: torch.dtype = torch.float32,
+                     shard_bytes: int = DEFAULT_SHARD_BYTES,
+                     progress: Callable[[str], None] | None = None) -> list[str]:
+    """Write ``model`` (a ``meta`` layout whose fresh parameters are real) as a ``from_pretrained`` folder, taking
+    genes as they arrive. Returns the files written. Sharded like ``save_pretrained`` above ``shard_bytes``."""
+    from .safetensors_io import SafetensorsWriter
+
+    params = model.state_dict(keep_vars=True)
+    keys = saved_keys(model)
+    item = torch.empty((), dtype=dtype).element_size()
+    shards: list[list[str]] = [[]]
+    size = 0
+    for key in keys:
+        nbytes = params[key].numel() * item
+        if shards[-1] and size + nbytes > shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(key)
+        size += nbytes
+    names = (["model.safetensors"] if len(shards) == 1 else
+             [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+    writers = {}
+    file_of = {}
+    try:
+        for name, shard in zip(names, shards):
+            layout = {key: (dtype if params[key].is_floating_point() else params[key].dtype, tuple(params[key].shape))
+                      for key in shard}
+            writers[name] = SafetensorsWriter(out_dir / name, layout, {"format": "pt"})
+            file_of.update(dict.fromkeys(shard, name))
+        saved = set(keys)
+        canonical = {key: key for key in keys}
+        for key, value in params.items():  # a tied duplicate is written under its saved name
+            if key not in saved:
+                canonical[key] = next(k for k in keys if params[k] is value)
+        # a parameter whose pieces come from several genes is assembled in a buffer, written once complete
+        remaining: dict[str, int] = defaultdict(int)
+        for places in placements.values():
+            for place in places:
+                remaining[canonical[place.key]] += 1
+        buffers: dict[str, torch.Tensor] = {}
+        for name, tensor in genes:
+            for place in placements.get(name, ()):
+                key = canonical[place.key]
+                if key not in buffers:
+                    buffers[key] = torch.empty(params[key].shape, dtype=writers[file_of[key]]._entries[key][0])
+                view = _rows_view(buffers[key], place)
+                view.copy_(_piece(tensor, place, tuple(view.shape[1:])))
+                remaining[key] -= 1
+                if remaining[key] == 0:
+                    writers[file_of[key]].write(key, buffers.pop(key))
+            if progress is not None:
+                progress(name)
+        for key in keys:  # parameters no gene covers: their fresh init
+            if key not in remaining:
+                writers[file_of[key]].write(key, params[key].detach())
+        for writer in writers.values():
+            writer.close()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    files = list(names)
+    if len(names) > 1:
+        index = {"metadata": {"total_size": sum(params[k].numel() * item for k in keys)},
+                 "weight_map": {key: file_of[key] for key in keys}}
+        (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+        files.append("model.safetensors.index.json")
+    config = model.config
+    config.architectures = [type(model).__name__]  # as save_pretrained records it
+    if dtype != torch.float32:
+        config.dtype = dtype
+    config.save_pretrained(out_dir)
+    files.append("config.json")
+    generation = getattr(model, "generation_config", None)
+    if generation is not None and model.can_generate():
+        generation.save_pretrained(out_dir)
+        files.append("generation_config.json")
+    return files
+
+
+def streamable(adapter: Any) -> bool:
+    """Adapters described by weight maps alone (no custom build, layout or save) can be built gene by gene."""
+    from .adapters import TransformersAdapter
+
+    cls = type(adapter)
+    return isinstance(adapter, TransformersAdapter) and all(
+        getattr(cls, attr) is getattr(TransformersAdapter, attr) for attr in ("build", "from_genome", "save"))
+
+
+def gene_stream(items: Iterable[tuple[str, Callable[[], torch.Tensor]]]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, make) pairs -> (name, tensor), each made only when the consumer gets to it."""
+    for name, make in items:
+        yield name, make()
+
+
+__all__ = ["Placement", "construct", "fill", "init_fresh", "plan", "saved_keys", "streamable", "write_pretrained"]

@@ -1,0 +1,152 @@
+"""Bounded-memory safetensors I/O: read one tensor at a time, write a file piece by piece.
+
+``safetensors.torch.load_file`` returns every tensor at once, and ``save_file`` serializes the whole state dict in
+memory before writing. For a 6 GB checkpoint both hold a full copy. Here a reader parses the header and ``pread`` s
+one tensor into a fresh buffer when asked (no memory map: mapped pages would count in the process's RSS until the
+file is closed), and a writer lays out the header first, then takes each tensor (or a run of its rows) at its
+offset, in any order. The format is the public one: 8-byte little-endian header length, JSON header, raw data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+CODES = {dtype: code for code, dtype in DTYPES.items()}
+MAX_HEADER = 100 * 2**20  # the format's own limit; a larger length means a damaged or foreign file
+
+
+def _item_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+class SafetensorsReader(Mapping[str, torch.Tensor]):
+    """A read-only mapping over one or more safetensors files; each lookup reads that tensor from disk."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]]):
+        self._where: dict[str, tuple[Path, str, list[int], int, int]] = {}
+        for path in map(Path, paths):
+            with open(path, "rb") as fh:
+                raw = fh.read(8)
+                if len(raw) != 8:
+                    raise ValueError(f"{path} is too short to be safetensors")
+                (size,) = struct.unpack("<Q", raw)
+                if size > MAX_HEADER:
+                    raise ValueError(f"{path} has a {size}-byte header: not a safetensors file")
+                header = json.loads(fh.read(size))
+            base = 8 + size
+            for key, entry in header.items():
+                if key == "__metadata__":
+                    continue
+                if entry["dtype"] not in DTYPES:
+                    raise ValueError(f"{path}: tensor '{key}' has dtype {entry['dtype']}, which zoo cannot read")
+                begin, end = entry["data_offsets"]
+                self._where[key] = (path, entry["dtype"], list(entry["shape"]), base + begin, end - begin)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        path, code, shape, offset, nbytes = self._where[key]
+        dtype = DTYPES[code]
+        if nbytes != math.prod(shape) * _item_size(dtype):
+            raise ValueError(f"{path}: tensor '{key}' has {nbytes} bytes for shape {shape} {code}")
+        out = torch.empty(shape, dtype=dtype)
+        if nbytes:
+            view = memoryview(out.reshape(-1).view(torch.uint8).numpy())
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                done = 0
+                while done < nbytes:  # pread may return less than asked for large reads
+                    got = os.preadv(fd, [view[done:]], offset + done)
+                    if got <= 0:
+                        raise ValueError(f"{path} ends inside tensor '{key}': the file is truncated")
+                    done += got
+            finally:
+                os.close(fd)
+        return out
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._where[key][2])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._where
+
+
+class SafetensorsWriter:
+    """Writes one safetensors file whose layout (keys, dtypes, shapes) is known up front.
+
+    ``write(key, tensor)`` or ``write_rows(key, start, rows)`` put data at its place in any order; ``close()``
+    checks that every byte was written. Memory use is whatever the caller passes in, never the whole file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], layout: Mapping[str, tuple[torch.dtype, Sequence[int]]],
+                 metadata: Mapping[str, str] | None = None):
+        self.path = Path(path)
+        header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+        self._entries: dict[str, tuple[torch.dtype, tuple[int, ...], int, int]] = {}
+        offset = 0
+        for key, (dtype, shape) in layout.items():
+            nbytes = math.prod(shape) * _item_size(dtype)
+            header[key] = {"dtype": CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            self._entries[key] = (dtype, tuple(shape), offset, nbytes)
+            offset += nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # align the data to 8 bytes, as the reference writer does
+        self._base = 8 + len(raw)
+        self._pending = {key: entry[3] for key, entry in self._entries.items()}
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(self._fd, struct.pack("<Q", len(raw)) + raw)
+        os.ftruncate(self._fd, self._base + offset)
+
+    @property
+    def nbytes(self) -> int:
+        return self._base + sum(entry[3] for entry in self._entries.values())
+
+    def write(self, key: str, tensor: torch.Tensor) -> None:
+        self.write_rows(key, 0, tensor)
+
+    def write_rows(self, key: str, start: int, rows: torch.Tensor) -> None:
+        """Write ``rows`` (the tensor's leading-axis slice ``start:start + len(rows)``), cast to the file's dtype."""
+        dtype, shape, offset, _ = self._entries[key]
+        row_shape = shape[1:] if shape else ()
+        if shape and (tuple(rows.shape[1:]) != row_shape or start < 0 or start + rows.shape[0] > shape[0]):
+            raise ValueError(f"rows {tuple(rows.shape)} at {start} do not fit '{key}' of shape {shape}")
+        if not shape and rows.numel() != 1:
+            raise ValueError(f"'{key}' is a scalar; got shape {tuple(rows.shape)}")
+        data = rows.detach().to("cpu", dtype).contiguous()
+        row_bytes = math.prod(row_shape) * _item_size(dtype)
+        buffer = memoryview(data.reshape(-1).view(torch.uint8).numpy()) if data.numel() else b""
+        position = self._base + offset + start * row_bytes
+        done = 0
+        while done < len(buffer):
+            done += os.pwrite(self._fd, buffer[done:], position + done)
+        self._pending[key] -= len(buffer)
+
+    def close(self) -> None:
+        unwritten = sorted(key for key, left in self._pending.items() if left != 0)
+        os.fsync(self._fd)
+        os.close(self._fd)
+        if unwritten:
+            raise RuntimeError(f"{self.path}: no data was written for {', '.join(unwritten[:5])}")
+
+    def abort(self) -> None:
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
