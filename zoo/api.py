@@ -14,6 +14,7 @@ import torch
 
 from . import __version__
 from .adapters import DEFAULT_MAX_PARAMS
+from .calibrate import depth_calibrated
 from .errors import InvalidConfigError, UnknownNameError, ZooError
 from .genes import resizable
 from .pipeline import STORAGE_DTYPES, extract, materialize as materialize_genes, parse_keep
@@ -22,7 +23,7 @@ from .registry import LearngeneInfo, Registry, open_registry
 from .registry.store import now
 from .sources import ASSET_FILES, resolve
 
-DEFAULT_KEEP = 0.5
+DEFAULT_KEEP = 1.0  # the ablations in docs/ablations.md: keep 1 trains best; lower it to store less
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -268,7 +269,9 @@ def _materialize(reg: Registry, arch: str | None, learngene: str | None, request
     # a gene the target has no room for (a classifier for another class count, a role it lacks) is left out: its
     # parameters keep their fresh init and show up in the report
     skipped = sorted(n for n, r in records.items() if not _fits(r, sizes))
-    records = {n: r for n, r in records.items() if n not in skipped}
+    # genes tuned to the source's last layer stay at their init in a shallower target (see zoo.calibrate)
+    reset = depth_calibrated(adapter, records, sizes)
+    records = {n: r for n, r in records.items() if n not in skipped and n not in reset}
     with torch.no_grad():
         genome = materialize_genes(records, sizes, transform, strategy_obj, info.transform_params, stats)
         model = adapter.build(config, genome, device=dev)
@@ -279,6 +282,7 @@ def _materialize(reg: Registry, arch: str | None, learngene: str | None, request
         "sizes": {k: v for k, v in adapter.sizes(config).items()},
         "fresh_parameters": list(getattr(model, "zoo_fresh_parameters", [])),
         "skipped_genes": skipped,
+        "reset_genes": reset,
     }
     if out_dir is not None:
         if hasattr(adapter, "load_code"):  # how to load what save() writes, when it is not from_pretrained
