@@ -99,7 +99,8 @@ def learngene() -> None:
 @click.argument("source")
 @click.option("--transform", default="dct", show_default=True, help="Transform plugin (see `zoo plugins`).")
 @click.option("--keep", default=str(api.DEFAULT_KEEP), show_default=True,
-              help="Share of low frequencies kept per axis: 0.5, or per role: 'hidden=0.5,depth=1'.")
+              help="Share of low frequencies kept per axis: 1 (everything; trains best), 0.5, or per role: "
+                   "'hidden=0.5,depth=1'.")
 @click.option("--name", help="Registry name [default: from the source, e.g. gpt2.dct].")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]),
               help="Storage precision of the coefficients.")
