@@ -251,6 +251,9 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
     if report["fresh_parameters"]:
         click.echo(f"note: {len(report['fresh_parameters'])} parameters had no gene and keep random init: "
                    f"{', '.join(report['fresh_parameters'][:4])}{' ...' if len(report['fresh_parameters']) > 4 else ''}")
+    if report.get("reset_genes"):
+        click.echo(f"note: tuned to the source's last layer, so left at init in this shallower model: "
+                   f"{', '.join(report['reset_genes'])}")
     default_load = f"transformers.{type(model).__name__}.from_pretrained({out!r})"
     click.echo(f"load it with: {report.get('load') or default_load}")
 
