@@ -4,11 +4,12 @@ For each family, every method trains the *same* target architecture on the same 
 optimizer, learning-rate schedule and number of steps) and is evaluated on the same held-out set. Methods:
 
 * ``random``: the family's own random init (``transformers``' ``_init_weights``).
-* ``dct``: zoo's FRONT learngene with zoo's defaults (keep 0.5, statistics ``restore``, resize ``spectral``).
-* ``dct sorted``: keep 1, and the DCT over a function-equal copy of the source whose hidden coordinates, heads and
-  feed-forward neurons are reordered so that neighbours are similar (a hypothesis the ablations tested: the gain
-  over ``dct`` comes from keep 1, not from the sorting; see docs/ablations.md).
-* ``dwt``: BoT's wavelet learngene (the ``dwt`` transform, when installed) with its default strategy.
+* ``dct``: zoo's FRONT learngene with zoo's defaults (keep 1, statistics ``restore``, resize ``spectral``, and
+  genes tuned to the source's last layer left at init in a shallower target: ``zoo.calibrate``).
+* ``dct, final norm kept`` (families whose adapter lists such genes): the same, transferring them anyway, to
+  measure what ``zoo.calibrate`` changes in the same run.
+* ``dwt``: BoT's wavelet learngene (the ``dwt`` transform, when installed) at BoT's level 1 (keep 0.5) with its
+  default strategy.
 * ``select``: Weight Selection (large-to-small), ``duplicate``: Net2Net/HyperCloning widening + layer stacking
   (small-to-large), both from a keep-1 learngene (the source's exact weights; ``zoo_plugins.baselines``).
 
@@ -78,20 +79,20 @@ class Method:
 
     name: str
     transform: str | None = "dct"  # None: random init
-    keep: float | str = 0.5
+    keep: float | str = 1.0  # zoo's default (zoo.api.DEFAULT_KEEP)
     strategy: Any = None
     stats: str = "restore"
     drop: tuple[str, ...] = ()
     sort: bool = False
+    keep_calibrated: bool = False  # transfer genes zoo leaves at init in a shallower target (zoo.calibrate)
     note: str = ""
 
 
 RANDOM = Method("random", transform=None, note="the family's own random init")
-DCT = Method("dct", note="zoo defaults: keep 0.5, stats restore, spectral resize")
-# The settings the ablations (docs/ablations.md) picked; shown next to zoo's defaults while they differ.
-DCT_TUNED = Method("dct sorted", keep=1.0, sort=True,
-                   note="keep 1, neurons sorted by a function-preserving permutation before the DCT")
-DWT = Method("dwt", transform="dwt", note="BoT wavelet learngene, keep 0.5, its default strategy")
+DCT = Method("dct", note="zoo defaults: keep 1, stats restore, spectral resize")
+DCT_UNCALIBRATED = Method("dct, final norm kept", keep_calibrated=True,
+                          note="zoo defaults, but the final norm's gain is transferred too (zoo before zoo.calibrate)")
+DWT = Method("dwt", transform="dwt", keep=0.5, note="BoT wavelet learngene, level 1 (keep 0.5), its default strategy")
 SELECT = Method("select", keep=1.0, strategy="select", note="Weight Selection from the exact source weights")
 DUPLICATE = Method("duplicate", keep=1.0, strategy="duplicate", note="Net2Net/HyperCloning widening, stacked layers")
 
@@ -354,6 +355,7 @@ def target_config(task: Task, info: Any = None) -> tuple[Any, dict[str, Any]]:
 def build(task: Task, method: Method, genes: Learngenes) -> torch.nn.Module:
     """The target model initialized by ``method``; parameters no gene covers get the family's random init."""
     import zoo
+    from zoo.calibrate import depth_calibrated
     from zoo.pipeline import materialize
 
     torch.manual_seed(SEED)
@@ -370,6 +372,9 @@ def build(task: Task, method: Method, genes: Learngenes) -> torch.nn.Module:
         strategy = cat.resize_strategy(strategy or getattr(transform, "default_strategy", "spectral"))
     drop = method.drop + task.absent
     records = {k: v for k, v in genes.registry.genes(name).items() if not (drop and k.startswith(drop))}
+    if not method.keep_calibrated:  # as zoo.materialize does
+        reset = depth_calibrated(adapter, records, adapter.sizes(config))
+        records = {k: v for k, v in records.items() if k not in reset}
     with torch.no_grad():
         genome = materialize(records, adapter.sizes(config), transform, strategy, info.transform_params, method.stats)
     torch.manual_seed(SEED)
@@ -563,7 +568,7 @@ def ablation_methods(task: Task) -> list[Method]:
         RANDOM,
         *task.baselines(),
         Method("keep 0.25", keep=0.25),
-        Method("keep 0.5 (default)", keep=0.5),
+        Method("keep 0.5", keep=0.5),
         Method("keep 1", keep=1.0),
         Method("keep 1 + stats fan_in", keep=1.0, stats="fan_in"),
         Method("keep 1 + stats none", keep=1.0, stats="none"),
@@ -726,7 +731,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.ablations:
                 methods = ablation_methods(task)
             else:
-                methods = [RANDOM, DCT, DCT_TUNED] + ([DWT] if "dwt" in transforms else []) + task.baselines()
+                calibrated = getattr(zoo.catalog().architecture(task.arch), "depth_calibrated_genes", ())
+                methods = [RANDOM, DCT] + ([DCT_UNCALIBRATED] if calibrated and task.direction == "large-to-small"
+                                           else []) + ([DWT] if "dwt" in transforms else []) + task.baselines()
             if args.methods:
                 wanted = args.methods.split(",")
                 unknown = sorted(set(wanted) - {m.name for m in methods})

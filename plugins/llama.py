@@ -94,6 +94,9 @@ class LlamaLayout(TransformersAdapter):
     size_options = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn")
     weights = _weights()
     heads_divide_width = False  # whether the config class insists that the head count divides the width
+    # the final RMSNorm's gain is calibrated for the source's last layer; a shallower target starts with it at ones
+    # (zoo.calibrate explains why and what it measured)
+    depth_calibrated_genes = ("final_norm.weight",)
 
     def sizes(self, config: Mapping[str, Any]) -> dict[str, int]:
         sizes = super().sizes(config)  # head_dim defaults to hidden // heads when the config leaves it out

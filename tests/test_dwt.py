@@ -223,10 +223,10 @@ def gpt2_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, minilm_dir, gpt2_dir) -> Path:
-    """Level 0 (everything) and the default keep 0.5 (level 1) of both sources."""
+    """Level 0 (everything) and keep 0.5 (level 1) of both sources."""
     path = tmp_path_factory.mktemp("dwt-reg") / "registry.db"
     zoo.add_learngene(str(minilm_dir), transform="dwt", params={"level": 0}, name="bert-l0", registry=path)
-    zoo.add_learngene(str(minilm_dir), transform="dwt", name="bert-l1", registry=path)
+    zoo.add_learngene(str(minilm_dir), transform="dwt", keep=0.5, name="bert-l1", registry=path)
     zoo.add_learngene(str(gpt2_dir), transform="dwt", params={"level": 0}, name="gpt2-l0", registry=path)
     return path
 

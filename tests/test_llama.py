@@ -9,11 +9,13 @@ reference the tests compare against.
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 from transformers import (
     AutoTokenizer,
@@ -146,6 +148,7 @@ def test_smollm2_resized_loads_generates_and_keeps_layer_statistics(smol, tmp_pa
                                    "--registry", str(registry), "--device", "cpu"])
     assert run.exit_code == 0, run.output
     assert "using learngene 'smol'" in run.output
+    assert "left at init in this shallower model: final_norm.weight" in run.output  # every case is < 30 layers
 
     model = LlamaForCausalLM.from_pretrained(out).eval()
     layers, hidden, heads, kv_heads, ffn = expected
@@ -177,6 +180,39 @@ def test_smollm2_resized_loads_generates_and_keeps_layer_statistics(smol, tmp_pa
         got = [dst[i].get_submodule(name).weight.double().mean().item() for i in range(layers)]
         np.testing.assert_allclose(got, want, rtol=0.10, err_msg=name)
     assert _std(model.model.embed_tokens.weight) == pytest.approx(_std(reference.model.embed_tokens.weight), rel=0.1)
+
+
+def _next_token_loss(model, ids: torch.Tensor) -> float:
+    with torch.no_grad():
+        return F.cross_entropy(model(input_ids=ids).logits[0, :-1], ids[0, 1:]).item()
+
+
+@pytest.mark.parametrize("strategy", ["spectral", "select"])
+def test_a_shallower_smollm2_does_not_inherit_the_final_norm(smol, strategy):
+    """SmolLM2's final RMSNorm gain (mean 1.8) is tuned for its 30th layer. On top of 6 layers it made every
+    transfer confidently wrong (held-out loss 13.7 with select, 19.4 with the DCT, against ln(vocab) = 10.8 for a
+    uniform guess). zoo leaves that gain at its init (ones) when the target is shallower, and keeps it otherwise."""
+    registry, reference, tokenizer = smol
+    sizes = dict(hidden=384, heads=6, kv_heads=2)
+    shallow = zoo.materialize("llama", learngene="smol", layers=6, **sizes, registry=registry, device="cpu",
+                              strategy=strategy)
+    assert shallow.zoo_report["reset_genes"] == ["final_norm.weight"]
+    assert "model.norm.weight" in shallow.zoo_report["fresh_parameters"]
+    assert torch.equal(shallow.model.norm.weight, torch.ones(384))
+
+    deep = zoo.materialize("llama", learngene="smol", **sizes, registry=registry, device="cpu", strategy=strategy)
+    assert deep.zoo_report["reset_genes"] == []
+    transferred = deep.model.norm.weight.detach().clone()
+    assert transferred.mean().item() == pytest.approx(reference.model.norm.weight.mean().item(), rel=0.02)
+
+    ids = tokenizer(TEXT, return_tensors="pt")["input_ids"]
+    reset_loss = _next_token_loss(shallow, ids)
+    with torch.no_grad():
+        shallow.model.norm.weight.copy_(transferred)  # what zoo did before
+    inherited_loss = _next_token_loss(shallow, ids)
+    assert inherited_loss - reset_loss > 1.0, (reset_loss, inherited_loss)
+    if strategy == "select":  # the first 6 layers exactly: no worse than a uniform guess
+        assert reset_loss < math.log(shallow.config.vocab_size), reset_loss
 
 
 # -- target configs --------------------------------------------------------------------------------------------------

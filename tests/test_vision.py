@@ -438,3 +438,27 @@ def test_original_deit_pth_layout_loads_through_timm(tmp_path):
     assert checkpoint.default_name == "deit_tiny_distilled_patch16_224"
     assert checkpoint.config["architecture"] == "deit_tiny_distilled_patch16_224"
     assert max_diff(source.state_dict(), checkpoint.state_dict()) == 0
+
+
+def _between_image_share(tokens: torch.Tensor) -> float:
+    """Share of the tokens' energy that differs between images (the rest is the same for every image)."""
+    flat = tokens.reshape(tokens.shape[0], -1).double()
+    return (flat.var(0).sum() / (flat.var(0).sum() + flat.mean(0).pow(2).sum())).item()
+
+
+def test_benchmark_digits_reach_dinov2_as_images(dinov2):
+    """The convergence benchmark's ViT images must be normalized like DINOv2's training images. In [0, 1] they were
+    ~4x too weak, DINOv2's position embeddings drowned them (a few % of the embedded tokens' energy varied between
+    images), and every transferred init trained slower than random init."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_data", Path(__file__).resolve().parents[1] / "bench" / "_data.py")
+    data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(data)
+    _, model = dinov2
+    x, _, _, _ = data.digits(56, 0)
+    x = x[:64]
+    with torch.no_grad():
+        normalized = _between_image_share(model.embeddings(x))
+        raw = _between_image_share(model.embeddings(x * STD + MEAN))  # the same images in [0, 1]
+    assert normalized > 0.2 > raw * 2, (normalized, raw)

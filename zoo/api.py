@@ -17,6 +17,7 @@ import torch
 
 from . import __version__
 from .adapters import DEFAULT_MAX_PARAMS
+from .calibrate import depth_calibrated
 from .errors import InvalidConfigError, UnknownNameError, ZooError
 from .genes import resizable
 from . import assemble
@@ -27,7 +28,7 @@ from .registry import LearngeneInfo, Registry, open_registry
 from .registry.store import encode_gene, now
 from .sources import ASSET_FILES, resolve
 
-DEFAULT_KEEP = 0.5
+DEFAULT_KEEP = 1.0  # the ablations in docs/ablations.md: keep 1 trains best; lower it to store less
 # layers (extracting) or genes (materializing) worked on at once, each on one torch thread: FFTs and small
 # products scale better across tensors than inside one (docs/performance.md)
 EXTRACT_WORKERS = max(1, min(4, os.cpu_count() or 1))
@@ -381,6 +382,7 @@ class _Job:
     records: dict[str, Any]
     sizes: dict[str, int]
     skipped: list[str]
+    reset: list[str]
     stats: str
     device: torch.device
     out_dir: Path | None
@@ -408,8 +410,10 @@ def _plan(reg: Registry, arch: str | None, learngene: str | None, requested: dic
     # a gene the target has no room for (a classifier for another class count, a role it lacks) is left out: its
     # parameters keep their fresh init and show up in the report
     skipped = sorted(n for n, r in records.items() if not _fits(r, sizes))
-    records = {n: r for n, r in records.items() if n not in skipped}
-    return _Job(info, adapter, transform, strategy_obj, config, records, sizes, skipped, stats, dev, out_dir)
+    # genes tuned to the source's last layer stay at their init in a shallower target (see zoo.calibrate)
+    reset = depth_calibrated(adapter, records, sizes)
+    records = {n: r for n, r in records.items() if n not in skipped and n not in reset}
+    return _Job(info, adapter, transform, strategy_obj, config, records, sizes, skipped, reset, stats, dev, out_dir)
 
 
 def _genes(job: _Job) -> Iterator[tuple[str, torch.Tensor]]:
@@ -447,6 +451,7 @@ def _report(job: _Job, model_class: str, parameters: int, fresh: list[str]) -> d
         "sizes": dict(job.sizes),
         "fresh_parameters": list(fresh),
         "skipped_genes": job.skipped,
+        "reset_genes": job.reset,
     }
 
 

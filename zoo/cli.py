@@ -99,7 +99,8 @@ def learngene() -> None:
 @click.argument("source")
 @click.option("--transform", default="dct", show_default=True, help="Transform plugin (see `zoo plugins`).")
 @click.option("--keep", default=str(api.DEFAULT_KEEP), show_default=True,
-              help="Share of low frequencies kept per axis: 0.5, or per role: 'hidden=0.5,depth=1'.")
+              help="Share of low frequencies kept per axis: 1 (everything; trains best), 0.5, or per role: "
+                   "'hidden=0.5,depth=1'.")
 @click.option("--name", help="Registry name [default: from the source, e.g. gpt2.dct].")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]),
               help="Storage precision of the coefficients.")
@@ -253,6 +254,9 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
     if report["fresh_parameters"]:
         click.echo(f"note: {len(report['fresh_parameters'])} parameters had no gene and keep random init: "
                    f"{', '.join(report['fresh_parameters'][:4])}{' ...' if len(report['fresh_parameters']) > 4 else ''}")
+    if report.get("reset_genes"):
+        click.echo(f"note: tuned to the source's last layer, so left at init in this shallower model: "
+                   f"{', '.join(report['reset_genes'])}")
     default_load = f"transformers.{report['model_class']}.from_pretrained({out!r})"
     click.echo(f"load it with: {report.get('load') or default_load}")
 
