@@ -223,7 +223,8 @@ def refine_model(checkpoint: Any, adapter: Any, spec: LearngeneSpec, *, data: st
     bar = tqdm(range(steps), desc="refine", unit="step", disable=not progress, dynamic_ncols=True)
     for _ in bar:
         loss = task_loss(model)
-        penalty = genome_penalty(adapter.to_genome(model.state_dict(keep_vars=True), config), spec, names)
+        with torch.set_grad_enabled(bool(lam)):  # lambda 0 (a control run) only reports the penalty
+            penalty = genome_penalty(adapter.to_genome(model.state_dict(keep_vars=True), config), spec, names)
         total = loss + lam * penalty if lam else loss
         if not torch.isfinite(total):
             raise ZooError(f"training diverged (loss {loss.item():.3g}); try a smaller --lr or --lambda")
@@ -254,5 +255,107 @@ def check_inputs(steps: int, lam: float, lr: float, batch: int, seq: int) -> Non
         raise InvalidConfigError(f"--batch must be >= 1 and --seq >= 4, got {batch} and {seq}")
 
 
-__all__ = ["BUILTIN_TEXT", "DEFAULT_LAMBDA", "RefineResult", "check_inputs", "read_text", "refine_model",
-           "task_kind", "__version__"]
+
+
+# -- the registry side: `zoo refine` ----------------------------------------------------------------------------------
+def _checkpoint(source: str) -> Any:
+    """The source as ``zoo learngene add`` resolves it: a plugin's resolve_source hook, then zoo's resolver."""
+    from .plugins import catalog, pm
+    from .sources import resolve
+
+    checkpoint = pm.hook.resolve_source(source=source)
+    if checkpoint is None:
+        cat = catalog()
+        aliases = {a: hub for e in cat.architectures.values() for a, hub in getattr(e.obj, "source_aliases", {}).items()}
+        checkpoint = resolve(source, aliases, aliases)
+    return checkpoint
+
+
+def _find_parent(reg: Any, sha: str, spec: LearngeneSpec, parent: str | None) -> tuple[Any, LearngeneSpec]:
+    """(the unrefined learngene of this source to link to, or None if it must be added; the spec to refine for)."""
+    if parent is not None:
+        info = reg.get(parent)
+        if info.source_sha256 != sha:
+            raise InvalidConfigError(f"--parent '{parent}' was extracted from another checkpoint (sha256 "
+                                     f"{info.source_sha256[:12]}..., this source is {sha[:12]}...); give the "
+                                     f"learngene of this source, or leave --parent out")
+        return info, LearngeneSpec.of(info)
+    _, keep, params = spec.resolved()
+    for info in reversed(reg.list()):
+        if (info.source_sha256 == sha and info.refinement is None and info.transform == spec.transform
+                and info.keep == keep and info.transform_params == params):
+            return info, spec
+    return None, spec
+
+
+def refine_learngene(source: str, *, data: str, steps: int, lam: float = DEFAULT_LAMBDA, transform: str = "dct",
+                     keep: Any = 0.5, params: dict[str, Any] | None = None, name: str | None = None,
+                     parent: str | None = None, dtype: str = "float32", lr: float = 1e-4, batch: int = 8,
+                     seq: int = 64, seed: int = 0, device: Any = "auto", registry: Any = None,
+                     progress: bool = True) -> tuple[Any, Any]:
+    """Refine ``source`` (FRONT+) and add the refined learngene, linked to its parent; returns (refined, parent).
+
+    The parent is ``parent`` if given (its transform, keep and parameters are then the spec), else the newest
+    unrefined learngene of the same checkpoint (sha256) with the same spec, else the source's learngene is extracted
+    and added too (named as ``zoo learngene add`` would). The refined one is named ``NAME.refined`` by default.
+    Nothing is written before training has finished.
+    """
+    from .api import _default_name, _describe_source, _registry, check_name, find_adapter, resolve_device
+    from .pipeline import STORAGE_DTYPES, extract
+    from .registry import LearngeneInfo
+    from .registry.store import now
+
+    check_inputs(steps, lam, lr, batch, seq)
+    if dtype not in STORAGE_DTYPES:
+        raise InvalidConfigError(f"unknown storage dtype '{dtype}'; valid choices: {', '.join(STORAGE_DTYPES)}")
+    if name is not None:
+        check_name(name)
+    dev = resolve_device(device)
+    spec = LearngeneSpec(transform, keep, dict(params or {}))
+    spec.resolved()  # bad transform, keep or parameters fail here, before any loading
+    if not Path(str(data)).expanduser().exists() and data not in BUILTIN_TEXT:
+        raise InvalidConfigError(f"--data {data!r} does not exist; give a text file or folder, a built-in corpus "
+                                 f"({', '.join(BUILTIN_TEXT)}), or for ViTs a folder with one subfolder per class")
+    with _registry(registry, create=True) as reg:
+        checkpoint = _checkpoint(source)
+        adapter = find_adapter(checkpoint.config)
+        sha = checkpoint.sha256()
+        parent_info, spec = _find_parent(reg, sha, spec, parent)
+        transform_obj, keep_ratios, params = spec.resolved()
+        parent_name = parent_info.name if parent_info else check_name(_default_name(checkpoint, spec.transform))
+        refined_name = check_name(name or f"{parent_name}.refined")
+        existing = {i.name for i in reg.list()}
+        taken = [n for n in ([refined_name] + ([] if parent_info else [parent_name])) if n in existing]
+        if taken:  # refuse now, not after the training
+            raise InvalidConfigError(f"the registry already has a learngene named '{taken[0]}'; choose another "
+                                     f"with --name" + ("" if parent_info or taken[0] == refined_name else
+                                                        " or pass the unrefined one with --parent"))
+
+        result = refine_model(checkpoint, adapter, spec, data=data, steps=steps, lam=lam, lr=lr, batch=batch,
+                              seq=seq, seed=seed, device=dev, progress=progress)
+
+        storage = STORAGE_DTYPES[dtype]
+        records = extract(result.genome, transform_obj, keep_ratios, params, storage)
+        parent_records = None
+        if parent_info is None:
+            parent_records = extract(adapter.to_genome(checkpoint.state_dict(), checkpoint.config), transform_obj,
+                                     keep_ratios, params, storage)
+        tail = result.losses[-min(10, len(result.losses)):]
+        base = dict(family=adapter.name, source=checkpoint.hub_id or _describe_source(source), source_sha256=sha, source_config=checkpoint.config, transform=spec.transform,
+                    transform_params=params, keep=keep_ratios, dtype=dtype, zoo_version=__version__)
+        refinement = {"lambda": lam, "steps": steps, "data": data if data in BUILTIN_TEXT else str(
+                      Path(data).expanduser().resolve()), "task": task_kind(checkpoint.config, adapter), "lr": lr,
+                      "batch": batch, "seq": seq, "seed": seed,
+                      "energy_in_block": {"before": result.before, "after": result.after},
+                      "final_task_loss": sum(t for t, _ in tail) / len(tail),
+                      "final_penalty": sum(p for _, p in tail) / len(tail)}
+        # both learngenes are in memory: write the parent (if new), then the refined one; each add is atomic
+        if parent_records is not None:
+            reg.add(LearngeneInfo(name=parent_name, created_at=now(), **base), parent_records, checkpoint.assets)
+        reg.add(LearngeneInfo(name=refined_name, created_at=now(), parent=parent_name, refinement=refinement,
+                              **base), records, checkpoint.assets)
+        return reg.get(refined_name), reg.get(parent_name)
+
+
+__all__ = ["BUILTIN_TEXT", "DEFAULT_LAMBDA", "RefineResult", "check_inputs", "read_text", "refine_learngene",
+           "refine_model", "task_kind"]
