@@ -203,7 +203,7 @@ def test_vit_data_must_be_a_class_folder(tmp_path):
 
     (tmp_path / "only").mkdir()
     with pytest.raises(zoo.InvalidConfigError, match="one subfolder of images per class"):
-        read_images(str(tmp_path), 28)
+        read_images(str(tmp_path), (28, 28))
 
 
 def test_ctrl_c_during_training_leaves_the_registry_unchanged(tiny_bert_dir, text_file, tmp_path):
@@ -212,7 +212,9 @@ def test_ctrl_c_during_training_leaves_the_registry_unchanged(tiny_bert_dir, tex
     env = {**os.environ, "ZOO_REGISTRY": str(registry), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-c", "from zoo.cli import main; main()", "refine", str(tiny_bert_dir), "--data",
            str(text_file), "--steps", "100000", "--seq", "16"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    # SIG_DFL: a shell's background job inherits SIGINT ignored, and Python would keep ignoring it
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen, deadline = b"", time.monotonic() + 120
     while b"step/s" not in seen and b"s/step" not in seen:  # training is under way (the bar has a rate)
         assert proc.poll() is None, proc.stderr.read().decode()

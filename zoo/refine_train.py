@@ -78,8 +78,8 @@ def token_blocks(tokenizer: Any, text: str, length: int, prefix: list[int], suff
     return torch.tensor(blocks, dtype=torch.long)
 
 
-def read_images(data: str, size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """An image folder with one subfolder per class -> (images [n, 3, size, size], labels, class names)."""
+def read_images(data: str, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """An image folder with one subfolder per class -> (images [n, 3, H, W], labels, class names)."""
     from PIL import Image
 
     root = Path(data).expanduser()
@@ -93,8 +93,8 @@ def read_images(data: str, size: int) -> tuple[torch.Tensor, torch.Tensor, list[
     for label, name in enumerate(classes):
         for path in sorted((root / name).iterdir()):
             if path.suffix.lower() in IMAGE_SUFFIXES:
-                img = Image.open(path).convert("RGB").resize((size, size))
-                x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).reshape(size, size, 3)
+                img = Image.open(path).convert("RGB").resize((size[1], size[0]))
+                x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).reshape(size[0], size[1], 3)
                 images.append((x.permute(2, 0, 1).float() / 255 - mean) / std)
                 labels.append(label)
     if len(classes) < 2 or not images:
@@ -148,7 +148,8 @@ def make_task(kind: str, checkpoint: Any, adapter: Any, data: str, batch: int, s
     """(training config, loss function of the model drawing the next batch)."""
     config = dict(checkpoint.config)
     if kind == "classify":
-        size = int(adapter.sizes(config).get("img_size") or config.get("image_size") or 224)
+        spec_of = getattr(adapter, "spec", None)  # the ViT adapter's parsed config (img_size is (H, W))
+        size = tuple(spec_of(config).img_size) if spec_of else (int(config.get("image_size", 224)),) * 2
         x, y, classes = read_images(data, size)
         from .api import apply_options
 

@@ -14,11 +14,12 @@ branch_labels = None
 depends_on = None
 
 
+# Plain ALTER TABLE, not batch mode: SQLite's batch mode rebuilds the table, and dropping the old learngenes table
+# would cascade-delete every gene and asset (their foreign keys say ON DELETE CASCADE). SQLite >= 3.35 and
+# PostgreSQL both add and drop a column in place.
 def upgrade() -> None:
-    with op.batch_alter_table("learngenes") as batch:
-        batch.add_column(sa.Column("refinement", sa.Text, nullable=True))  # JSON; NULL: extracted as is
+    op.add_column("learngenes", sa.Column("refinement", sa.Text, nullable=True))  # JSON; NULL: extracted as is
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("learngenes") as batch:
-        batch.drop_column("refinement")
+    op.drop_column("learngenes", "refinement")
