@@ -17,7 +17,13 @@ import zoo
 from zoo.cli import cli
 from zoo.genes import Gene
 from zoo.pipeline import extract_gene, parse_keep
-from zoo.refine import LearngeneSpec, energy_in_block, gene_fractions, genome_penalty, spectral_penalty
+from zoo.refine import (
+    LearngeneSpec,
+    energy_in_block,
+    gene_fractions,
+    genome_penalty,
+    spectral_penalty,
+)
 
 DCT = LearngeneSpec("dct", 0.5)
 DWT_SPECS = [LearngeneSpec("dwt", 0.5), LearngeneSpec("dwt", 0.5, {"wavelet": "db2", "mode": "symmetric"})]
@@ -38,7 +44,7 @@ def test_penalty_gradient_matches_finite_differences(spec):
 def test_penalty_is_zero_with_zero_gradient_when_nothing_lies_outside(spec):
     """A weight made of the transform's own kept basis vectors (its projection onto the block) has no energy
     outside: the value and the gradient are zero."""
-    transform, keep, params = spec.resolved()
+    transform, _, params = spec.resolved()
     torch.manual_seed(1)
     z = torch.randn(8, 6, dtype=torch.float64)
     projections = []
@@ -85,6 +91,10 @@ def test_genes_kept_whole_are_left_out():
     transform, keep, params = LearngeneSpec("dct", "hidden=1").resolved()
     assert gene_fractions(genome, transform, keep, params) == {}
     assert genome_penalty(genome, LearngeneSpec("dct", "hidden=1")).item() == 0.0
+    # a constant gene (a fresh LayerNorm) has no energy to place: it is left out, not counted as all inside
+    genome["fresh_norm"] = Gene("fresh_norm", torch.ones(3, 8), ("depth", "hidden"))
+    transform, keep, params = DCT.resolved()
+    assert set(gene_fractions(genome, transform, keep, params)) == {"emb", "ln"}
 
 
 def test_penalty_alone_is_lowered_by_an_optimizer(tiny_bert_dir):
@@ -206,6 +216,30 @@ def test_vit_data_must_be_a_class_folder(tmp_path):
         read_images(str(tmp_path), (28, 28))
 
 
+def test_vit_refines_on_an_image_folder(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from transformers import ViTConfig, ViTModel
+
+    from zoo.refine_train import refine_learngene
+
+    torch.manual_seed(0)
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       image_size=28, patch_size=14)).save_pretrained(tmp_path / "tiny-vit")
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "images" / label / f"{i}.png")
+    refined, parent = refine_learngene(str(tmp_path / "tiny-vit"), data=str(tmp_path / "images"), steps=2, batch=4,
+                                       progress=False)
+    assert refined.refinement["task"] == "classify" and refined.parent == parent.name == "tiny-vit.dct"
+    with zoo.open_registry() as reg:
+        assert reg.genes(refined.name).keys() == reg.genes(parent.name).keys()  # no classifier head added
+    with pytest.raises(zoo.InvalidConfigError, match="one subfolder of images per class"):
+        refine_learngene(str(tmp_path / "tiny-vit"), data=str(tmp_path / "images" / "cat"), steps=1, name="x")
+
+
 def test_ctrl_c_during_training_leaves_the_registry_unchanged(tiny_bert_dir, text_file, tmp_path):
     registry = tmp_path / "sigint.db"
     zoo.add_learngene(str(tiny_bert_dir), name="before", registry=registry)
@@ -214,14 +248,14 @@ def test_ctrl_c_during_training_leaves_the_registry_unchanged(tiny_bert_dir, tex
            str(text_file), "--steps", "100000", "--seq", "16"]
     # SIG_DFL: a shell's background job inherits SIGINT ignored, and Python would keep ignoring it
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     seen, deadline = b"", time.monotonic() + 120
     while b"step/s" not in seen and b"s/step" not in seen:  # training is under way (the bar has a rate)
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.monotonic() < deadline, seen.decode()
         seen += os.read(proc.stderr.fileno(), 4096)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (seen + err).decode()
     assert b"interrupted: nothing was added; the registry is unchanged" in err
     assert [i.name for i in zoo.list_learngenes(registry=registry)] == ["before"]
@@ -240,4 +274,8 @@ def test_refining_minilm_raises_the_energy_in_the_block(minilm_dir, tmp_path):
                           progress=False)
     assert result.after["mean"] > result.before["mean"] + 0.005, (result.before, result.after)
     assert result.losses[-1][1] < result.losses[0][1]
-    assert "pooler.weight" not in result.genome and "embed.tokens" in result.genome  # the task model has no pooler
+    # the masked-LM model has no pooler: its genes are carried over unchanged, so the refined learngene is complete
+    source = adapter.to_genome(checkpoint.state_dict(), checkpoint.config)
+    assert result.genome.keys() == source.keys()
+    assert torch.equal(result.genome["pooler.weight"].tensor, source["pooler.weight"].tensor)
+    assert not torch.equal(result.genome["attn.q.weight"].tensor, source["attn.q.weight"].tensor)

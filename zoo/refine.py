@@ -78,7 +78,9 @@ def _whitener(transform: Any, n: int, keep: int, params_items: tuple) -> torch.T
 def gene_fractions(genome: Genome, transform: Any, keep: Mapping[str, float], params: Mapping[str, Any],
                    genes: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
     """Per gene, the fraction of its standardized energy outside the kept block (differentiable). Genes the
-    learngene keeps whole (no resizable axis, or keep 1 on all of them) are left out: their fraction is 0."""
+    learngene keeps whole (no resizable axis, or keep 1 on all of them) are left out: their fraction is 0; so are
+    genes whose layers are all constant (z-scored to zero). A *nearly* constant gene (a freshly initialized
+    LayerNorm after one step) is z-scored to unit energy like any other: refinement is meant for trained sources."""
     from .transforms import apply_matrix
 
     wanted = None if genes is None else set(genes)
@@ -107,8 +109,10 @@ def gene_fractions(genome: Genome, transform: Any, keep: Mapping[str, float], pa
             elif w is not None:
                 block = apply_matrix(block, w.to(device=block.device, dtype=block.dtype), dim)
         total = z.square().sum()
+        if not total.item():  # constant layers only (a fresh LayerNorm): no energy to place, so no fraction
+            continue
         inside = block.square().sum() * scale**2
-        out[name] = (total - inside) / total.clamp_min(EPS)
+        out[name] = (total - inside) / total
     return out
 
 

@@ -32,7 +32,7 @@ HELD_OUT_EVERY = 5  # pydoc's held-out topics, the same split as bench/_data.py:
 @dataclass
 class RefineResult:
     model: torch.nn.Module
-    genome: dict  # the refined source genes (detached)
+    genome: dict  # every gene of the source: refined where the task model trained it, else as it was (detached)
     before: dict[str, float]
     after: dict[str, float]
     losses: list[tuple[float, float]]  # (task loss, penalty) per step
@@ -113,8 +113,10 @@ def _batches(n: int, batch: int, gen: torch.Generator) -> Iterator[torch.Tensor]
 # -- tasks per family ------------------------------------------------------------------------------------------------
 def task_kind(config: dict[str, Any], adapter: Any) -> str:
     """``mlm`` for encoders, ``clm`` for decoders, ``classify`` for vision."""
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     model_type = config.get("model_type")
     if getattr(adapter, "name", "") == "vit" or "num_channels" in config or "img_size" in config:
@@ -138,7 +140,7 @@ def _tokenizer(checkpoint: Any) -> Any:
         (Path(tmp) / "config.json").write_text(__import__("json").dumps(checkpoint.config))
         try:
             return AutoTokenizer.from_pretrained(tmp)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any loader failure is one line naming the files it had
             raise ZooError(f"cannot load the tokenizer of '{checkpoint.ref}' from its files "
                            f"({', '.join(sorted(checkpoint.assets)) or 'none'}): {exc}") from None
 
@@ -162,8 +164,10 @@ def make_task(kind: str, checkpoint: Any, adapter: Any, data: str, batch: int, s
 
         return config, classify_loss
 
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     tok = _tokenizer(checkpoint)
     text = read_text(data)
@@ -214,6 +218,7 @@ def refine_model(checkpoint: Any, adapter: Any, spec: LearngeneSpec, *, data: st
     torch.manual_seed(seed)
     model = adapter.build(config, {n: source[n] for n in names}, device=device)
     model.train()
+    untouched = {n: g for n, g in source.items() if n not in names}  # kept as they are in the refined learngene
     del source
     before = energy_in_block(model, spec, config, names)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -242,7 +247,7 @@ def refine_model(checkpoint: Any, adapter: Any, spec: LearngeneSpec, *, data: st
     with torch.no_grad():
         genome = {n: g for n, g in adapter.to_genome(
             {k: v.detach() for k, v in model.state_dict().items()}, config).items() if n in names}
-    return RefineResult(model, genome, before, after, losses)
+    return RefineResult(model, {**genome, **untouched}, before, after, losses)
 
 
 def check_inputs(steps: int, lam: float, lr: float, batch: int, seq: int) -> None:
@@ -301,7 +306,14 @@ def refine_learngene(source: str, *, data: str, steps: int, lam: float = DEFAULT
     and added too (named as ``zoo learngene add`` would). The refined one is named ``NAME.refined`` by default.
     Nothing is written before training has finished.
     """
-    from .api import _default_name, _describe_source, _registry, check_name, find_adapter, resolve_device
+    from .api import (
+        _default_name,
+        _describe_source,
+        _registry,
+        check_name,
+        find_adapter,
+        resolve_device,
+    )
     from .pipeline import STORAGE_DTYPES, extract
     from .registry import LearngeneInfo
     from .registry.store import now
@@ -342,8 +354,9 @@ def refine_learngene(source: str, *, data: str, steps: int, lam: float = DEFAULT
             parent_records = extract(adapter.to_genome(checkpoint.state_dict(), checkpoint.config), transform_obj,
                                      keep_ratios, params, storage)
         tail = result.losses[-min(10, len(result.losses)):]
-        base = dict(family=adapter.name, source=checkpoint.hub_id or _describe_source(source), source_sha256=sha, source_config=checkpoint.config, transform=spec.transform,
-                    transform_params=params, keep=keep_ratios, dtype=dtype, zoo_version=__version__)
+        base = {"family": adapter.name, "source": checkpoint.hub_id or _describe_source(source),
+                "source_sha256": sha, "source_config": checkpoint.config, "transform": spec.transform,
+                "transform_params": params, "keep": keep_ratios, "dtype": dtype, "zoo_version": __version__}
         refinement = {"lambda": lam, "steps": steps, "data": data if data in BUILTIN_TEXT else str(
                       Path(data).expanduser().resolve()), "task": task_kind(checkpoint.config, adapter), "lr": lr,
                       "batch": batch, "seq": seq, "seed": seed,
