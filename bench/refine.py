@@ -111,19 +111,20 @@ def mean_loss(curve: list) -> float:
 
 
 def choose_lambda(refined: dict[float, dict[str, Any]], families: list[dict[str, Any]]) -> tuple[float, str]:
-    """The lambda > 0 with the lowest mean held-out loss (averaged over families); 0 if none beats the lambda-0
-    control, i.e. the penalty itself does not help."""
+    """The default: the lambda > 0 with the lowest mean held-out loss (averaged over families), and a verdict on
+    whether it beat the lambda 0 control (fine-tuning alone), i.e. whether the penalty itself helped."""
     def score(lam: float) -> float:
         return sum(mean_loss(f["methods"][f"refined lambda {lam:g}"]["curve"]) for f in families) / len(families)
 
     scores = {lam: score(lam) for lam in refined}
-    best = min((lam for lam in refined if lam > 0), key=scores.get, default=0.0)
+    best = min((lam for lam in refined if lam > 0), key=scores.get)
+    why = f"the lowest mean held-out loss of the lambdas > 0 ({scores[best]:.3f})"
     control = scores.get(0.0)
-    if control is not None and scores.get(best, float("inf")) >= control:
-        return 0.0, (f"no lambda > 0 beat the lambda 0 control (mean held-out loss {control:.3f}); the penalty does "
-                     f"not help here")
-    return best, (f"lowest mean held-out loss over the run ({scores[best]:.3f}"
-                  + (f" vs {control:.3f} for the lambda 0 control" if control is not None else "") + ")")
+    if control is not None:
+        verdict = "better" if scores[best] < control else "no better"
+        why += (f"; the lambda 0 control (the same fine-tuning without the penalty) scored {control:.3f}, so the "
+                f"penalty itself made convergence {verdict} ({scores[best] - control:+.3f})")
+    return best, why
 
 
 def plot(refined: dict[float, dict[str, Any]], families: list[dict[str, Any]], path: Path) -> None:
@@ -205,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.render:
         saved = json.loads(Path(args.render).read_text())
+        refined = {float(k): v for k, v in saved["refined"].items()}
         write_docs(Path(args.out) if args.out else C.DOCS, argparse.Namespace(**saved["args"]), saved["command"],
-                   {float(k): v for k, v in saved["refined"].items()}, saved["families"], tuple(saved["chosen"]),
-                   saved["env"])
+                   refined, saved["families"], choose_lambda(refined, saved["families"]), saved["env"])
         return 0
     command = shlex.join(["python", "bench/refine.py", *(sys.argv[1:] if argv is None else argv)])
     if args.threads:
