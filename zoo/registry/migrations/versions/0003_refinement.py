@@ -14,9 +14,9 @@ branch_labels = None
 depends_on = None
 
 
-# Plain ALTER TABLE, not batch mode: SQLite's batch mode rebuilds the table, and dropping the old learngenes table
-# would cascade-delete every gene and asset (their foreign keys say ON DELETE CASCADE). SQLite >= 3.35 and
-# PostgreSQL both add and drop a column in place.
+# Plain ALTER TABLE, not batch mode: SQLite >= 3.35 and PostgreSQL add and drop a nullable column in place, so the
+# learngenes table is never rebuilt. A rebuild drops the old table, which cascade-deletes every gene and asset
+# whenever foreign keys are on (zoo db upgrade turns them off, but a direct `alembic downgrade` does not).
 def upgrade() -> None:
     op.add_column("learngenes", sa.Column("refinement", sa.Text, nullable=True))  # JSON; NULL: extracted as is
 
