@@ -216,6 +216,24 @@ def test_vit_data_must_be_a_class_folder(tmp_path):
         read_images(str(tmp_path), (28, 28))
 
 
+def test_decoders_refine_with_causal_lm(tmp_path, text_file):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel()
+    bpe.train_from_iterator([text_file.read_text()], trainers.BpeTrainer(vocab_size=120, special_tokens=["<|eos|>"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|eos|>")
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=32,
+                               bos_token_id=0, eos_token_id=0)).save_pretrained(tmp_path / "tiny-gpt2")
+    tokenizer.save_pretrained(tmp_path / "tiny-gpt2")
+    res = _zoo("refine", str(tmp_path / "tiny-gpt2"), "--data", str(text_file), "--steps", "2", "--seq", "16")
+    assert res.exit_code == 0, res.output
+    refined = zoo.show_learngene("tiny-gpt2.dct.refined")
+    assert refined.refinement["task"] == "clm" and refined.family == "gpt2"
+
+
 def test_vit_refines_on_an_image_folder(tmp_path):
     import numpy as np
     from PIL import Image
