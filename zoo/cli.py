@@ -15,6 +15,7 @@ import click
 
 from . import api
 from .errors import ZooError
+from .refine_train import DEFAULT_LAMBDA
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -195,10 +196,32 @@ def learngene_show(name: str, as_json: bool, registry: str | None) -> None:
     click.echo(f"created:    {info.created_at.isoformat(timespec='seconds')} (zoo {info.zoo_version})")
     if info.parent:
         click.echo(f"parent:     {info.parent}")
+        click.echo(f"lineage:    {' <- '.join(_lineage(info, registry))}")
+    if info.refinement:
+        r = info.refinement
+        energy = r.get("energy_in_block", {})
+        click.echo(f"refined:    FRONT+ lambda {r.get('lambda')}, {r.get('steps')} steps of {r.get('task')} on "
+                   f"{r.get('data')} (lr {r.get('lr')}, batch {r.get('batch')}, seq {r.get('seq')})")
+        if energy:
+            click.echo(f"in block:   {energy['before']['mean']:.3f} -> {energy['after']['mean']:.3f} (mean share of "
+                       f"energy in the kept block; overall {energy['before']['overall']:.3f} -> "
+                       f"{energy['after']['overall']:.3f})")
     click.echo("genes:")
     for gene in info.gene_summary:
         axes = " x ".join(f"{r}={n}" for r, n in zip(gene["axes"], gene["source_shape"]))
         click.echo(f"  {gene['name']:<22} {axes}  -> kept {tuple(gene['shape'])}")
+
+
+def _lineage(info: Any, registry: str | None) -> list[str]:
+    """``[name, parent, grandparent, ...]``; stops at a missing parent or a cycle."""
+    chain, current = [info.name], info
+    while current.parent and current.parent not in chain:
+        chain.append(current.parent)
+        try:
+            current = api.show_learngene(current.parent, registry=registry)
+        except ZooError:
+            break
+    return chain
 
 
 @learngene.command("rm")
@@ -259,6 +282,52 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
                    f"{', '.join(report['reset_genes'])}")
     default_load = f"transformers.{report['model_class']}.from_pretrained({out!r})"
     click.echo(f"load it with: {report.get('load') or default_load}")
+
+
+@cli.command("refine")
+@click.argument("source")
+@click.option("--data", required=True, help="Training data: a text file or folder (LM families), 'pydoc' (built-in "
+              "English prose), or for ViTs a folder with one subfolder of images per class.")
+@click.option("--steps", required=True, type=int, help="Training steps.")
+@click.option("--lambda", "lam", type=float, default=None, help=f"Penalty weight [default: {DEFAULT_LAMBDA:g}, chosen from "
+              "bench/refine.py: docs/refine.md].")
+@click.option("--transform", default="dct", show_default=True, help="Transform of the learngene to refine for.")
+@click.option("--keep", default=str(api.DEFAULT_KEEP), show_default=True, help="Keep ratios of that learngene.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A transform parameter (repeatable).")
+@click.option("--parent", help="The unrefined learngene of SOURCE to link to (its transform and keep are used) "
+              "[default: the newest matching one, else it is added too].")
+@click.option("--name", help="Name of the refined learngene [default: PARENT.refined].")
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="AdamW learning rate.")
+@click.option("--batch", type=int, default=8, show_default=True, help="Sequences (or images) per step.")
+@click.option("--seq", type=int, default=64, show_default=True, help="Tokens per sequence (LM families).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]),
+              help="Storage precision of the coefficients.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@registry_option
+def refine_cmd(source: str, data: str, steps: int, lam: float | None, transform: str, keep: str,
+               params: tuple[str, ...], parent: str | None, name: str | None, lr: float, batch: int, seq: int,
+               seed: int, dtype: str, device: str, registry: str | None) -> None:
+    """FRONT+: fine-tune SOURCE briefly with its task loss + lambda x the energy outside the learngene's block,
+    then add the refined learngene, linked to the unrefined one (`zoo learngene show` prints the lineage).
+
+    Tasks: masked LM (BERT), causal LM (GPT-2, Llama), classification (ViT). Ctrl-C during training leaves the
+    registry unchanged.
+    """
+    from .refine_train import refine_learngene
+
+    try:
+        refined, parent_info = refine_learngene(
+            source, data=data, steps=steps, lam=DEFAULT_LAMBDA if lam is None else lam, transform=transform,
+            keep=keep, params=parse_params(params), name=name, parent=parent, dtype=dtype, lr=lr, batch=batch,
+            seq=seq, seed=seed, device=device, registry=registry)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: nothing was added; the registry is unchanged", err=True)
+        raise click.exceptions.Exit(130) from None
+    energy = refined.refinement["energy_in_block"]
+    click.echo(f"added learngene '{refined.name}' (refined from '{parent_info.name}', lambda "
+               f"{refined.refinement['lambda']:g}, {steps} steps): energy in the kept block "
+               f"{energy['before']['mean']:.3f} -> {energy['after']['mean']:.3f} (mean over genes)")
 
 
 @cli.command("plugins")

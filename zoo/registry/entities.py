@@ -41,6 +41,7 @@ class LearngeneInfo:
     created_at: datetime
     parent: str | None = None
     notes: str | None = None
+    refinement: dict[str, Any] | None = None  # how it was refined from ``parent`` (zoo refine); None: extracted as is
     genes: int = 0
     nbytes: int = 0
     gene_summary: list[dict[str, Any]] = field(default_factory=list)

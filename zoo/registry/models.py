@@ -29,6 +29,7 @@ class SqlLearngene(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("learngenes.id", ondelete="SET NULL"), nullable=True)
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    refinement: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON (added in 0003): see zoo.refine_train
 
     genes: Mapped[list[SqlGene]] = relationship(back_populates="learngene", cascade="all, delete-orphan")
     assets: Mapped[list[SqlAsset]] = relationship(back_populates="learngene", cascade="all, delete-orphan")

@@ -384,6 +384,7 @@ class Registry:
             source_config=json.loads(row.source_config), transform=row.transform,
             transform_params=json.loads(row.transform_params), keep=json.loads(row.keep), dtype=row.dtype,
             zoo_version=row.zoo_version, created_at=row.created_at, parent=parent, notes=row.notes,
+            refinement=json.loads(row.refinement) if row.refinement else None,
             genes=len(genes), nbytes=sum(g.nbytes for g in genes), gene_summary=summary,
         )
 
@@ -458,6 +459,7 @@ class Registry:
                 transform_params=json.dumps(info.transform_params, sort_keys=True),
                 keep=json.dumps(info.keep, sort_keys=True), dtype=info.dtype, zoo_version=info.zoo_version,
                 created_at=info.created_at, parent_id=parent_id, notes=info.notes,
+                refinement=json.dumps(info.refinement, sort_keys=True) if info.refinement is not None else None,
             )
             session.add(row)
             session.flush()
