@@ -174,6 +174,7 @@ def test_cli_refine_with_parent_uses_its_spec(tiny_bert_dir, text_file):
     (["--lambda", "nan"], "--lambda must be a finite number >= 0"),
     (["--transform", "fft"], "unknown transform 'fft'"),
     (["--keep", "2"], "must be in (0, 1]"),
+    (["--keep", "1"], "keeps the whole spectrum, so there is nothing outside the block"),
     (["--parent", "nope"], "unknown learngene 'nope'"),
     (["--name", "bad name"], "invalid learngene name"),
     (["--data", "/no/such/corpus"], "--data '/no/such/corpus' does not exist; give a text file or folder"),

@@ -15,7 +15,7 @@ import click
 
 from . import api
 from .errors import ZooError
-from .refine_train import DEFAULT_LAMBDA
+from .refine_train import DEFAULT_LAMBDA, DEFAULT_REFINE_KEEP
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -292,7 +292,8 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
 @click.option("--lambda", "lam", type=float, default=None, help=f"Penalty weight [default: {DEFAULT_LAMBDA:g}, chosen from "
               "bench/refine.py: docs/refine.md].")
 @click.option("--transform", default="dct", show_default=True, help="Transform of the learngene to refine for.")
-@click.option("--keep", default=str(api.DEFAULT_KEEP), show_default=True, help="Keep ratios of that learngene.")
+@click.option("--keep", default=str(DEFAULT_REFINE_KEEP), show_default=True,
+              help="Keep ratios of that learngene (below 1: refinement moves energy into the kept block).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A transform parameter (repeatable).")
 @click.option("--parent", help="The unrefined learngene of SOURCE to link to (its transform and keep are used) "
               "[default: the newest matching one, else it is added too].")

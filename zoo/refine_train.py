@@ -294,8 +294,13 @@ def _find_parent(reg: Any, sha: str, spec: LearngeneSpec, parent: str | None) ->
     return None, spec
 
 
+# Refinement moves energy into the kept block, so it needs a block that drops something: unlike zoo's default keep
+# (1, the full spectrum), it defaults to FRONT's half.
+DEFAULT_REFINE_KEEP = 0.5
+
+
 def refine_learngene(source: str, *, data: str, steps: int, lam: float = DEFAULT_LAMBDA, transform: str = "dct",
-                     keep: Any = 0.5, params: dict[str, Any] | None = None, name: str | None = None,
+                     keep: Any = DEFAULT_REFINE_KEEP, params: dict[str, Any] | None = None, name: str | None = None,
                      parent: str | None = None, dtype: str = "float32", lr: float = 1e-4, batch: int = 8,
                      seq: int = 64, seed: int = 0, device: Any = "auto", registry: Any = None,
                      progress: bool = True) -> tuple[Any, Any]:
@@ -325,7 +330,10 @@ def refine_learngene(source: str, *, data: str, steps: int, lam: float = DEFAULT
         check_name(name)
     dev = resolve_device(device)
     spec = LearngeneSpec(transform, keep, dict(params or {}))
-    spec.resolved()  # bad transform, keep or parameters fail here, before any loading
+    _, ratios, _ = spec.resolved()  # bad transform, keep or parameters fail here, before any loading
+    if lam > 0 and parent is None and all(ratio >= 1.0 for ratio in ratios.values()):
+        raise InvalidConfigError("--keep 1 keeps the whole spectrum, so there is nothing outside the block to move "
+                                 f"in: refine for a truncated learngene, e.g. --keep {DEFAULT_REFINE_KEEP}")
     if not Path(str(data)).expanduser().exists() and data not in BUILTIN_TEXT:
         raise InvalidConfigError(f"--data {data!r} does not exist; give a text file or folder, a built-in corpus "
                                  f"({', '.join(BUILTIN_TEXT)}), or for ViTs a folder with one subfolder per class")
