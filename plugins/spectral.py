@@ -19,6 +19,8 @@ from zoo.transforms import Transform
 class Spectral:
     name = "spectral"
     description = "crop or zero-pad each axis's coefficients to the target size, then invert the transform"
+    # every axis is resized on its own, so zoo may resize depth first and then stream the target layer by layer
+    separable = True
 
     def resize(
         self,

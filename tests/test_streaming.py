@@ -300,3 +300,14 @@ def test_big_tables_are_extracted_in_slices_with_the_same_result(monkeypatch):
     z = (table - table.mean()) / table.std(correction=0)
     want = scipy.fft.dct(z.double().numpy(), type=2, norm="ortho", axis=1)[:, :100]
     np.testing.assert_allclose(sliced[0].numpy(), want, atol=1e-4)
+
+
+def test_lazy_registry_records_read_the_same_tensors(gpt2_dir, tmp_path):
+    registry = _registry_with(gpt2_dir, tmp_path)
+    with zoo.open_registry(registry) as reg:
+        eager, lazy = reg.genes("src"), reg.genes("src", lazy=True)
+        assert list(eager) == list(lazy)
+        for name, record in eager.items():
+            loaded = lazy[name].loaded()
+            assert lazy[name].axes == record.axes and lazy[name].source_shape == record.source_shape
+            assert torch.equal(loaded.coeffs, record.coeffs) and torch.equal(loaded.std, record.std)

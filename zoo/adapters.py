@@ -89,6 +89,20 @@ class _Held:
         self.tensor = tensor
 
 
+def _whole_genes(genes: Iterable[tuple[str, int | None, torch.Tensor]]) -> dict[str, _Held]:
+    """Stream items (whole genes or single layers) collected into whole genes."""
+    layers: dict[str, dict[int, torch.Tensor]] = defaultdict(dict)
+    whole: dict[str, _Held] = {}
+    for name, layer, tensor in genes:
+        if layer is None:
+            whole[name] = _Held(tensor)
+        else:
+            layers[name][layer] = tensor
+    for name, parts in layers.items():
+        whole[name] = _Held(torch.stack([parts[i] for i in range(len(parts))]))
+    return whole
+
+
 def _as_rows(tensor: torch.Tensor, transposed: bool) -> torch.Tensor:
     return tensor.T if transposed and tensor.dim() == 2 else tensor
 
@@ -306,17 +320,18 @@ class TransformersAdapter:
         transposed layouts written in place), so no full random init, state dict or ``load_state_dict`` copy is
         ever made. Tied weights stay tied.
         """
-        return self.build_from(config, list(genome), ((name, gene.tensor) for name, gene in genome.items()), device)
+        return self.build_from(config, list(genome), ((name, None, gene.tensor) for name, gene in genome.items()),
+                               device)
 
     def build_from(self, config: Mapping[str, Any], names: list[str],
-                   genes: Iterable[tuple[str, torch.Tensor]], device: Any = "cpu") -> torch.nn.Module:
-        """:meth:`build` from genes that arrive one at a time (each is copied in, then may be dropped)."""
+                   genes: Iterable[tuple[str, int | None, torch.Tensor]], device: Any = "cpu") -> torch.nn.Module:
+        """:meth:`build` from genes, or single layers of genes, that arrive one at a time (``(name, layer,
+        tensor)`` as :func:`zoo.pipeline.materialize_stream` yields them; each is copied in, then may be dropped)."""
         model = assemble.construct(self, config, device)
         params = model.state_dict(keep_vars=True)
         if type(self).from_genome is not TransformersAdapter.from_genome:
             # a family with its own layout logic: honour it (it needs every gene at once)
-            values = self.from_genome({name: _Held(tensor) for name, tensor in genes}, config,
-                                      {k: v.detach() for k, v in params.items()})
+            values = self.from_genome(_whole_genes(genes), config, {k: v.detach() for k, v in params.items()})
             for key, value in values.items():
                 if params[key].shape != value.shape:
                     raise InvalidConfigError(f"gene for '{key}' has shape {tuple(value.shape)}, model wants "

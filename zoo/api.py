@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -358,6 +358,7 @@ def materialize_to_disk(
             return model.zoo_report
         layout = assemble.construct(job.adapter, job.config, "meta")
         placements = assemble.plan(job.adapter, job.config, layout.state_dict(keep_vars=True), job.records)
+        job.together = assemble.sharing(placements)
         covered = {p.key for places in placements.values() for p in places}
         fresh = assemble.init_fresh(layout, covered)
         report = _report(job, type(layout).__name__, sum(p.numel() for p in layout.parameters()), fresh)
@@ -365,8 +366,8 @@ def materialize_to_disk(
 
         def write(folder: Path) -> None:
             with _progress_bar(job, progress) as bar:
-                assemble.write_pretrained(layout, placements, _genes(job), folder, STORAGE_DTYPES[dtype],
-                                          max_shard_bytes, progress=lambda _name: bar.update(1))
+                assemble.write_pretrained(layout, placements, _counted(_genes(job), bar), folder,
+                                          STORAGE_DTYPES[dtype], max_shard_bytes)
 
         _write_folder(job.out_dir, write, assets, report)
         return report
@@ -386,6 +387,7 @@ class _Job:
     stats: str
     device: torch.device
     out_dir: Path | None
+    together: list[list[str]] = field(default_factory=list)  # genes sharing a parameter (fused q, k, v)
 
 
 def _plan(reg: Registry, arch: str | None, learngene: str | None, requested: dict[str, int | None],
@@ -405,7 +407,7 @@ def _plan(reg: Registry, arch: str | None, learngene: str | None, requested: dic
         _check_memory(adapter.parameter_count(config), dev)
     else:  # streamed to disk: memory holds about one gene, the files hold the model
         _check_disk(adapter.parameter_count(config), out_dir)
-    records = reg.genes(info.name, device=dev)
+    records = reg.genes(info.name, device=dev, lazy=not in_memory)  # streamed: one gene's tensors at a time
     sizes = adapter.sizes(config)
     # a gene the target has no room for (a classifier for another class count, a role it lacks) is left out: its
     # parameters keep their fresh init and show up in the report
@@ -416,10 +418,24 @@ def _plan(reg: Registry, arch: str | None, learngene: str | None, requested: dic
     return _Job(info, adapter, transform, strategy_obj, config, records, sizes, skipped, reset, stats, dev, out_dir)
 
 
-def _genes(job: _Job) -> Iterator[tuple[str, torch.Tensor]]:
-    """Each gene at its target shape, built only as the consumer advances (a few ahead, in parallel)."""
+def _genes(job: _Job) -> Iterator[tuple[str, int | None, torch.Tensor]]:
+    """The target's genes (layer by layer where the strategy allows), built only as the consumer advances."""
     return materialize_stream(job.records, job.sizes, job.transform, job.strategy, job.info.transform_params,
-                              job.stats, workers=EXTRACT_WORKERS)
+                              job.stats, workers=EXTRACT_WORKERS, together=job.together,
+                              device=job.device)
+
+
+def _counted(items: Iterator[tuple[str, int | None, torch.Tensor]], bar: Any) -> Iterator[Any]:
+    """Pass stream items through, ticking ``bar`` once per gene (items may be single layers of a gene)."""
+    last = None
+    for item in items:
+        if item[0] != last:
+            if last is not None:
+                bar.update(1)
+            last = item[0]
+        yield item
+    if last is not None:
+        bar.update(1)
 
 
 def _progress_bar(job: _Job, enabled: bool) -> Any:
@@ -430,8 +446,8 @@ def _build(job: _Job, progress: bool) -> torch.nn.Module:
     with torch.no_grad():
         if assemble.streamable(job.adapter):
             with _progress_bar(job, progress) as bar:
-                genes = ((name, tensor) for name, tensor in _genes(job) if bar.update(1) or True)
-                model = job.adapter.build_from(job.config, list(job.records), genes, device=job.device)
+                model = job.adapter.build_from(job.config, list(job.records), _counted(_genes(job), bar),
+                                               device=job.device)
         else:
             genome = materialize_genes(job.records, job.sizes, job.transform, job.strategy,
                                        job.info.transform_params, job.stats)

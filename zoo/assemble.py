@@ -93,14 +93,48 @@ def plan(adapter: Any, config: Mapping[str, Any], params: Mapping[str, torch.Ten
     return dict(out)
 
 
+def sharing(placements: Mapping[str, list[Placement]]) -> list[list[str]]:
+    """Groups of genes that fill the same parameter (fused q, k, v), so they can be produced together."""
+    owner: dict[str, str] = {}
+    parent: dict[str, str] = {name: name for name in placements}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            name = parent[name]
+        return name
+
+    for name, places in placements.items():
+        for place in places:
+            other = owner.setdefault(place.key, name)
+            parent[root(name)] = root(other)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name in placements:
+        groups[root(name)].append(name)
+    return [group for group in groups.values() if len(group) > 1]
+
+
 def _mismatch(key: str, shapes: list[tuple[int, ...]], want: tuple[int, ...],
               stored: tuple[int, ...] | None = None) -> InvalidConfigError:
     note = "" if stored is None or stored == want else f" (stored transposed as {stored})"
     return InvalidConfigError(f"gene for '{key}' has shape {' + '.join(map(str, shapes))}, model wants {want}{note}")
 
 
-def _piece(tensor: torch.Tensor, place: Placement, row_shape: tuple[int, ...]) -> torch.Tensor:
-    part = tensor[place.layer] if place.layer is not None else tensor
+def _by_layer(placements: Mapping[str, list[Placement]]) -> dict[tuple[str, int | None], list[Placement]]:
+    out: dict[tuple[str, int | None], list[Placement]] = defaultdict(list)
+    for name, places in placements.items():
+        for place in places:
+            out[name, place.layer].append(place)
+    return out
+
+
+def _places(index: Mapping[tuple[str, int | None], list[Placement]], placements: Mapping[str, list[Placement]],
+            name: str, layer: int | None) -> list[Placement]:
+    """Where a stream item goes: one layer of a gene, or (``layer`` None) every place of the whole gene."""
+    return list(placements.get(name, ())) if layer is None else index.get((name, layer), [])
+
+
+def _piece(tensor: torch.Tensor, place: Placement, row_shape: tuple[int, ...], whole: bool = True) -> torch.Tensor:
+    part = tensor[place.layer] if whole and place.layer is not None else tensor
     return part.reshape(place.rows, *row_shape) if row_shape or place.rows != 1 else part.reshape(())
 
 
@@ -153,15 +187,16 @@ def init_fresh(model: torch.nn.Module, covered: set[str]) -> list[str]:
 
 
 def fill(model: torch.nn.Module, placements: Mapping[str, list[Placement]],
-         genes: Iterable[tuple[str, torch.Tensor]]) -> None:
-    """Copy each gene into the model's parameters as it arrives."""
+         genes: Iterable[tuple[str, int | None, torch.Tensor]]) -> None:
+    """Copy each gene (or gene layer: see :func:`zoo.pipeline.materialize_stream`) into the parameters as it
+    arrives."""
     params = model.state_dict(keep_vars=True)
+    index = _by_layer(placements)
     with torch.no_grad():
-        for name, tensor in genes:
-            for place in placements.get(name, ()):
-                dest = params[place.key]
-                view = _rows_view(dest, place)
-                view.copy_(_piece(tensor, place, tuple(view.shape[1:])))
+        for name, layer, tensor in genes:
+            for place in _places(index, placements, name, layer):
+                view = _rows_view(params[place.key], place)
+                view.copy_(_piece(tensor, place, tuple(view.shape[1:]), whole=layer is None))
 
 
 def saved_keys(model: torch.nn.Module) -> list[str]:
@@ -179,7 +214,7 @@ def saved_keys(model: torch.nn.Module) -> list[str]:
 
 
 def write_pretrained(model: torch.nn.Module, placements: Mapping[str, list[Placement]],
-                     genes: Iterable[tuple[str, torch.Tensor]], out_dir: Path, dtype: torch.dtype = torch.float32,
+                     genes: Iterable[tuple[str, int | None, torch.Tensor]], out_dir: Path, dtype: torch.dtype = torch.float32,
                      shard_bytes: int = DEFAULT_SHARD_BYTES,
                      progress: Callable[[str], None] | None = None) -> list[str]:
     """Write ``model`` (a ``meta`` layout whose fresh parameters are real) as a ``from_pretrained`` folder, taking
@@ -219,13 +254,18 @@ def write_pretrained(model: torch.nn.Module, placements: Mapping[str, list[Place
             for place in places:
                 remaining[canonical[place.key]] += 1
         buffers: dict[str, torch.Tensor] = {}
-        for name, tensor in genes:
-            for place in placements.get(name, ()):
+        index = _by_layer(placements)
+        for name, layer, tensor in genes:
+            for place in _places(index, placements, name, layer):
                 key = canonical[place.key]
+                piece = _piece(tensor, place, tuple(_rows_view(params[key], place).shape[1:]), whole=layer is None)
+                if remaining[key] == 1 and key not in buffers and not place.transposed and place.start == 0:
+                    writers[file_of[key]].write(key, piece)  # the whole parameter in one piece: no buffer
+                    remaining[key] = 0
+                    continue
                 if key not in buffers:
                     buffers[key] = torch.empty(params[key].shape, dtype=writers[file_of[key]]._entries[key][0])
-                view = _rows_view(buffers[key], place)
-                view.copy_(_piece(tensor, place, tuple(view.shape[1:])))
+                _rows_view(buffers[key], place).copy_(piece)
                 remaining[key] -= 1
                 if remaining[key] == 0:
                     writers[file_of[key]].write(key, buffers.pop(key))
@@ -266,12 +306,6 @@ def streamable(adapter: Any) -> bool:
     cls = type(adapter)
     return isinstance(adapter, TransformersAdapter) and all(
         getattr(cls, attr) is getattr(TransformersAdapter, attr) for attr in ("build", "from_genome", "save"))
-
-
-def gene_stream(items: Iterable[tuple[str, Callable[[], torch.Tensor]]]) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, make) pairs -> (name, tensor), each made only when the consumer gets to it."""
-    for name, make in items:
-        yield name, make()
 
 
 __all__ = ["Placement", "construct", "fill", "init_fresh", "plan", "saved_keys", "streamable", "write_pretrained"]

@@ -14,6 +14,7 @@ from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import torch
@@ -268,6 +269,7 @@ def interpolate_depth(values: torch.Tensor, layers: int) -> torch.Tensor:
 
 def materialize_gene(record: GeneRecord, target_shape: tuple[int, ...], transform: Transform,
                      strategy: ResizeStrategy, params: Mapping[str, Any], stats: str = "restore") -> torch.Tensor:
+    record = record.loaded()
     resize_weights = getattr(strategy, "resize_weights", None)
     if resize_weights is not None:
         # Weight-level strategies (the select and duplicate baselines) map the source's own weights; their scale
@@ -277,17 +279,27 @@ def materialize_gene(record: GeneRecord, target_shape: tuple[int, ...], transfor
     z = strategy.resize(coeffs, record.axes, target_shape, transform, params).to(torch.float32)
     if z.data_ptr() == record.coeffs.data_ptr():  # nothing to resize: don't edit the record in place below
         z = z.clone()
-    stacked = record.stacked
-    mean, std = record.mean.float(), record.std.float()
-    if stacked:
-        mean, std = interpolate_depth(mean, target_shape[0]), interpolate_depth(std, target_shape[0])
+    mean, std = _target_stats(record, target_shape, stats)
+    return _restore(z, mean, std, stats, record.stacked)
+
+
+def _target_stats(record: GeneRecord, target_shape: tuple[int, ...], stats: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std each target layer gets: the source's, interpolated over relative depth (and for
+    ``fan_in``, the std scaled by sqrt(source fan-in / target fan-in))."""
     if stats not in STATS_RULES:
         raise InvalidConfigError(f"unknown statistics rule '{stats}'; valid choices: {', '.join(STATS_RULES)}")
+    mean, std = record.mean.float(), record.std.float()
+    if record.stacked:
+        mean, std = interpolate_depth(mean, target_shape[0]), interpolate_depth(std, target_shape[0])
     if stats == "fan_in" and record.fan_in:
         ratio = fan_in_size(record.axes, record.source_shape, record.fan_in) / fan_in_size(
             record.axes, tuple(target_shape), record.fan_in)
         std = std * math.sqrt(ratio)
-    # out = z * scale + shift, per layer, in one in-place pass over the (possibly large) tensor
+    return mean, std
+
+
+def _restore(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, stats: str, stacked: bool) -> torch.Tensor:
+    """``z`` (standardized weights) mapped to the target statistics, in one in-place pass over the tensor."""
     scale, shift = std, mean
     if stats != "none":
         # Re-standardize: cropping or padding a spectrum changes the energy per element, and an explicit
@@ -324,26 +336,80 @@ def single_threaded_pool(workers: int, device: Any = None) -> Iterator[Executor 
 
 def materialize_stream(records: Mapping[str, GeneRecord], sizes: Mapping[str, int], transform: Transform,
                        strategy: ResizeStrategy, params: Mapping[str, Any], stats: str = "restore",
-                       workers: int = 1) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor at the target shape) per gene, in order, built only as the consumer advances (with
-    ``workers`` > 1, that many genes are built ahead in parallel)."""
-    def build(name: str) -> tuple[str, torch.Tensor]:
-        with torch.no_grad():
-            return name, materialize({name: records[name]}, sizes, transform, strategy, params, stats)[name].tensor
+                       workers: int = 1, together: Iterable[Iterable[str]] = (), device: Any = None
+                       ) -> Iterator[tuple[str, int | None, torch.Tensor]]:
+    """The target's genes as ``(name, layer, tensor)``, built only as the consumer advances.
 
-    device = next(iter(records.values())).coeffs.device if records else None
+    With a strategy whose axes are ``separable`` (the spectral one), a stacked gene is resized over depth first, on
+    its small coefficient block, and then each target layer is synthesized on its own: ``layer`` is its index and
+    ``tensor`` that one layer, so memory holds a few layers, never a whole gene of the target. Otherwise ``layer``
+    is None and ``tensor`` the whole gene. With ``workers`` > 1 (CPU), that many layers are built in parallel.
+    Genes named together in ``together`` (those that share a parameter, like q, k and v in a fused ``c_attn``) are
+    interleaved layer by layer, so a consumer assembling their shared parameter holds one layer of it at a time.
+    """
+    layerwise = getattr(strategy, "separable", False) and getattr(strategy, "resize_weights", None) is None
+    groups: list[list[str]] = []
+    placed: set[str] = set()
+    for names in [*together, *([n] for n in records)]:
+        group = [n for n in names if n in records and n not in placed]
+        placed.update(group)
+        if group:
+            groups.append(group)
+
+    def tasks() -> Iterator[Callable[[], tuple[str, int | None, torch.Tensor]]]:
+        for group in groups:
+            release_memory()  # the previous group's blocks are gone: give their memory back
+            blocks = {}
+            for name in group:
+                record = records[name].loaded()  # here, on the consumer's thread: a lazy record reads its tensors
+                target_shape = _target_shape(name, record, sizes)
+                if not (record.stacked and layerwise):
+                    yield lambda name=name, record=record, shape=target_shape: (
+                        name, None, materialize_gene(record, shape, transform, strategy, params, stats))
+                    continue
+                with torch.no_grad():  # depth first, on the small coefficient block
+                    coeffs = transform.synthesize(record.coeffs.to(torch.float32), 0, target_shape[0], **params)
+                blocks[name] = (record, target_shape, coeffs, *_target_stats(record, target_shape, stats))
+            depth = max((block[1][0] for block in blocks.values()), default=0)
+            for j in range(depth):
+                for name, (record, shape, coeffs, mean, std) in blocks.items():
+                    if j < shape[0]:
+                        yield partial(_layer, name, j, record.axes[1:], shape[1:], coeffs, mean[j], std[j],
+                                      transform, strategy, params, stats)
+
+    def run(task: Callable[[], tuple[str, int | None, torch.Tensor]]) -> tuple[str, int | None, torch.Tensor]:
+        with torch.no_grad():
+            return task()
+
+    if device is None and records:
+        device = next(iter(records.values())).loaded().coeffs.device
     with single_threaded_pool(workers, device) as pool:
-        yield from ordered_map(build, records, pool)
+        yield from ordered_map(run, tasks(), pool)
+
+
+def _layer(name: str, j: int, axes: tuple[str, ...], shape: tuple[int, ...], coeffs: torch.Tensor,
+           mean: torch.Tensor, std: torch.Tensor, transform: Transform, strategy: ResizeStrategy,
+           params: Mapping[str, Any], stats: str) -> tuple[str, int, torch.Tensor]:
+    """Target layer ``j`` of a gene whose coefficients were already resized over depth."""
+    z = strategy.resize(coeffs[j], axes, shape, transform, params).to(torch.float32)
+    if z.data_ptr() == coeffs[j].data_ptr():
+        z = z.clone()  # nothing was resized: a view of the shared block, which must stay intact
+    return name, j, _restore(z, mean, std, stats, False)
+
+
+def _target_shape(name: str, record: GeneRecord, sizes: Mapping[str, int]) -> tuple[int, ...]:
+    target_shape = shape_for(record.axes, sizes)
+    for role, src, dst in zip(record.axes, record.source_shape, target_shape):
+        if not resizable(role) and src != dst:
+            raise InvalidConfigError(f"gene '{name}': axis '{role}' is never resized ({src} -> {dst})")
+    return target_shape
 
 
 def materialize(records: Mapping[str, GeneRecord], sizes: Mapping[str, int], transform: Transform,
                 strategy: ResizeStrategy, params: Mapping[str, Any], stats: str = "restore") -> Genome:
     genome: Genome = {}
     for name, record in records.items():
-        target_shape = shape_for(record.axes, sizes)
-        for role, src, dst in zip(record.axes, record.source_shape, target_shape):
-            if not resizable(role) and src != dst:
-                raise InvalidConfigError(f"gene '{name}': axis '{role}' is never resized ({src} -> {dst})")
+        target_shape = _target_shape(name, record, sizes)
         tensor = materialize_gene(record, target_shape, transform, strategy, params, stats)
         genome[name] = Gene(name, tensor, record.axes, record.fan_in)
     return genome

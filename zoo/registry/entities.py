@@ -25,6 +25,28 @@ class GeneRecord:
     def stacked(self) -> bool:
         return bool(self.axes) and self.axes[0] == "depth"
 
+    def loaded(self) -> GeneRecord:
+        """This record with its tensors in memory (a record from ``Registry.genes(lazy=True)`` reads them now)."""
+        return self
+
+
+class LazyGeneRecord(GeneRecord):
+    """A stored gene's metadata, whose tensors are read from the registry only by :meth:`loaded`, each time:
+    a caller streaming a big learngene holds one gene's tensors at a time, never all of them."""
+
+    def __init__(self, name: str, axes: tuple[str, ...], source_shape: tuple[int, ...], fan_in: int,
+                 load: Any):
+        self.name, self.axes, self.source_shape, self.fan_in = name, axes, source_shape, fan_in
+        self._load = load
+
+    def loaded(self) -> GeneRecord:
+        return self._load()
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr in ("coeffs", "mean", "std"):  # a caller that does not stream: read it (not cached)
+            return getattr(self._load(), attr)
+        raise AttributeError(attr)
+
 
 @dataclass
 class LearngeneInfo:

@@ -40,7 +40,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemy
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import DuplicateNameError, RegistryError, UnknownNameError
-from .entities import GeneRecord, LearngeneInfo
+from .entities import GeneRecord, LazyGeneRecord, LearngeneInfo
 from .lock import setup_lock
 from .models import SqlAsset, SqlGene, SqlLearngene
 
@@ -401,22 +401,44 @@ class Registry:
         return self._run(lambda s: self._info(s, self._row(s, name), detail=detail),
                          what=f"cannot read learngene '{name}'")
 
-    def genes(self, name: str, device: Any = "cpu") -> dict[str, GeneRecord]:
-        """Load every gene of a learngene, each checked against its sha256 first."""
+    def genes(self, name: str, device: Any = "cpu", lazy: bool = False) -> dict[str, GeneRecord]:
+        """Load every gene of a learngene, each checked against its sha256 first.
+
+        ``lazy``: only the genes' metadata now; each :class:`LazyGeneRecord` reads its tensors when asked
+        (``record.loaded()``), one gene at a time, while this registry is open."""
+        def decoded(gene: SqlGene) -> GeneRecord:
+            tensors = decode_gene(bytes(gene.data), gene.sha256, name, gene.name)
+            return GeneRecord(
+                name=gene.name, axes=tuple(json.loads(gene.axes)), source_shape=tuple(json.loads(gene.source_shape)),
+                coeffs=tensors["coeffs"].to(device), mean=tensors["mean"].to(device), std=tensors["std"].to(device),
+                fan_in=gene.fan_in,
+            )
 
         def work(session: Session) -> dict[str, GeneRecord]:
             row = self._row(session, name)
             out: dict[str, GeneRecord] = {}
-            for gene in session.scalars(select(SqlGene).where(SqlGene.learngene_id == row.id).order_by(SqlGene.id)):
-                tensors = decode_gene(bytes(gene.data), gene.sha256, name, gene.name)
-                out[gene.name] = GeneRecord(
-                    name=gene.name, axes=tuple(json.loads(gene.axes)),
-                    source_shape=tuple(json.loads(gene.source_shape)), coeffs=tensors["coeffs"].to(device),
-                    mean=tensors["mean"].to(device), std=tensors["std"].to(device), fan_in=gene.fan_in,
-                )
+            if lazy:
+                columns = (SqlGene.id, SqlGene.name, SqlGene.axes, SqlGene.source_shape, SqlGene.fan_in)
+                for gene_id, gene_name, axes, shape, fan_in in session.execute(
+                        select(*columns).where(SqlGene.learngene_id == row.id).order_by(SqlGene.id)):
+                    out[gene_name] = LazyGeneRecord(gene_name, tuple(json.loads(axes)), tuple(json.loads(shape)),
+                                                    fan_in, functools.partial(self._gene, name, gene_id, decoded))
+            else:
+                query = select(SqlGene).where(SqlGene.learngene_id == row.id).order_by(SqlGene.id)
+                for gene in session.scalars(query):
+                    out[gene.name] = decoded(gene)
             if not out:
                 raise RegistryError(f"learngene '{name}' has no genes; the registry is damaged: run `zoo verify`")
             return out
+
+        return self._run(work, what=f"cannot read learngene '{name}'")
+
+    def _gene(self, name: str, gene_id: int, decoded: Callable[[SqlGene], GeneRecord]) -> GeneRecord:
+        def work(session: Session) -> GeneRecord:
+            gene = session.get(SqlGene, gene_id)
+            if gene is None:
+                raise RegistryError(f"learngene '{name}' lost a gene while it was being read (removed meanwhile?)")
+            return decoded(gene)
 
         return self._run(work, what=f"cannot read learngene '{name}'")
 
