@@ -328,7 +328,8 @@ def single_threaded_pool(workers: int, device: Any = None) -> Iterator[Executor 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="zoo") as pool:
+        with ThreadPoolExecutor(workers, thread_name_prefix="zoo", initializer=torch.set_num_threads,
+                                initargs=(1,)) as pool:
             yield pool
     finally:
         torch.set_num_threads(threads)
