@@ -152,6 +152,8 @@ def measure(shape_name: str, repeats: int, work: Path) -> dict[str, Any]:
         for cache in ("warm", "cold"):
             for case in ("read", "add"):
                 registry = work / f"registry-{case}-{cache}-{i}.db"
+                for stale in work.glob(registry.name + "*"):  # a --work folder reused from an earlier run
+                    stale.unlink()
                 if cache == "cold":
                     drop_cache(weights)
                 else:

@@ -202,10 +202,24 @@ def extract_group(group: GeneGroup, transform: Transform, keep: Mapping[str, flo
         coeffs = blocks.pop(name)
         std, mean = (torch.stack(s) for s in stats.pop(name)) if group.stacked else (s[0] for s in stats.pop(name))
         if group.stacked:
-            coeffs = transform.analyze(coeffs, 0, kept_size(group.depth, DEPTH, keep), **params)
+            coeffs = _analyze_depth(coeffs, transform, kept_size(group.depth, DEPTH, keep), params)
         records.append(GeneRecord(name, axes, tuple(source_shapes[name]), coeffs.to(dtype), mean.float(),
                                   std.float(), fan_in))
     return records
+
+
+def _analyze_depth(blocks: torch.Tensor, transform: Transform, keep: int, params: Mapping[str, Any]) -> torch.Tensor:
+    """The depth axis's low-frequency block of the stacked layer blocks, written over the buffer's first rows
+    (column slices at a time: each slice is read whole before its kept rows are written), so a big gene needs no
+    second buffer."""
+    flat = blocks.reshape(blocks.shape[0], -1)
+    if flat.numel() <= CHUNK_ELEMENTS or not flat.is_contiguous():
+        return transform.analyze(blocks, 0, keep, **params)
+    step = max(1, CHUNK_ELEMENTS // flat.shape[0])
+    for start in range(0, flat.shape[1], step):
+        part = transform.analyze(flat[:, start:start + step], 0, keep, **params)
+        flat[: part.shape[0], start:start + step] = part
+    return flat[:keep].reshape(keep, *blocks.shape[1:])
 
 
 def extract_groups(groups: Iterable[GeneGroup], transform: Transform, keep: Mapping[str, float],

@@ -88,6 +88,28 @@ class SafetensorsReader(Mapping[str, torch.Tensor]):
         return key in self._where
 
 
+def header(layout: Mapping[str, tuple[torch.dtype, Sequence[int]]], metadata: Mapping[str, str] | None = None
+           ) -> tuple[bytes, dict[str, tuple[int, int]]]:
+    """The 8-byte length plus JSON header of a safetensors file with this layout, and each tensor's
+    ``(offset, nbytes)`` in the data section that follows it."""
+    entries: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    places: dict[str, tuple[int, int]] = {}
+    offset = 0
+    for key, (dtype, shape) in layout.items():
+        nbytes = math.prod(shape) * _item_size(dtype)
+        entries[key] = {"dtype": CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        places[key] = (offset, nbytes)
+        offset += nbytes
+    raw = json.dumps(entries, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # align the data to 8 bytes, as the reference writer does
+    return struct.pack("<Q", len(raw)) + raw, places
+
+
+def raw_bytes(tensor: torch.Tensor) -> memoryview:
+    """A contiguous CPU tensor's memory, without a copy."""
+    return memoryview(tensor.reshape(-1).view(torch.uint8).numpy()) if tensor.numel() else memoryview(b"")
+
+
 class SafetensorsWriter:
     """Writes one safetensors file whose layout (keys, dtypes, shapes) is known up front.
 
@@ -98,21 +120,13 @@ class SafetensorsWriter:
     def __init__(self, path: str | os.PathLike[str], layout: Mapping[str, tuple[torch.dtype, Sequence[int]]],
                  metadata: Mapping[str, str] | None = None):
         self.path = Path(path)
-        header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
-        self._entries: dict[str, tuple[torch.dtype, tuple[int, ...], int, int]] = {}
-        offset = 0
-        for key, (dtype, shape) in layout.items():
-            nbytes = math.prod(shape) * _item_size(dtype)
-            header[key] = {"dtype": CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-            self._entries[key] = (dtype, tuple(shape), offset, nbytes)
-            offset += nbytes
-        raw = json.dumps(header, separators=(",", ":")).encode()
-        raw += b" " * (-len(raw) % 8)  # align the data to 8 bytes, as the reference writer does
-        self._base = 8 + len(raw)
+        head, places = header(layout, metadata)
+        self._entries = {key: (dtype, tuple(shape), *places[key]) for key, (dtype, shape) in layout.items()}
+        self._base = len(head)
         self._pending = {key: entry[3] for key, entry in self._entries.items()}
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.write(self._fd, struct.pack("<Q", len(raw)) + raw)
-        os.ftruncate(self._fd, self._base + offset)
+        os.write(self._fd, head)
+        os.ftruncate(self._fd, self._base + sum(nbytes for _, nbytes in places.values()))
 
     @property
     def nbytes(self) -> int:
@@ -131,7 +145,7 @@ class SafetensorsWriter:
             raise ValueError(f"'{key}' is a scalar; got shape {tuple(rows.shape)}")
         data = rows.detach().to("cpu", dtype).contiguous()
         row_bytes = math.prod(row_shape) * _item_size(dtype)
-        buffer = memoryview(data.reshape(-1).view(torch.uint8).numpy()) if data.numel() else b""
+        buffer = raw_bytes(data)
         position = self._base + offset + start * row_bytes
         done = 0
         while done < len(buffer):

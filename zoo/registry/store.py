@@ -563,26 +563,37 @@ class SpooledBytes:
 def encode_gene(record: GeneRecord, spool: BinaryIO | None = None) -> dict[str, Any]:
     """A gene's table columns, its tensors serialized as safetensors bytes.
 
-    With ``spool`` (a temporary file), the bytes are written there and only their place is kept: a big learngene
-    is encoded gene by gene before its transaction starts without holding all of it in memory.
+    With ``spool`` (a temporary file), the bytes are written there, straight from the tensors' memory, and only
+    their place is kept: a big learngene is encoded gene by gene before its transaction starts, without holding
+    all of it, or a second copy of any gene, in memory.
     """
-    coeffs = record.coeffs.detach().to("cpu").contiguous()
-    data = st_save({
-        "coeffs": coeffs,
+    from ..safetensors_io import header, raw_bytes
+
+    tensors = {
+        "coeffs": record.coeffs.detach().to("cpu").contiguous(),
         "mean": record.mean.detach().to("cpu", torch.float32).contiguous(),
         "std": record.std.detach().to("cpu", torch.float32).contiguous(),
-    })
-    digest = sha256(data)
-    if spool is not None:
+    }
+    coeffs = tensors["coeffs"]
+    if spool is None:
+        data: bytes | SpooledBytes = st_save(tensors)
+        digest, size = sha256(data), len(data)
+    else:
+        head, _ = header({key: (t.dtype, tuple(t.shape)) for key, t in tensors.items()})
         spool.seek(0, os.SEEK_END)
         offset = spool.tell()
-        spool.write(data)
-        data = SpooledBytes(spool, offset, len(data))
+        hasher = hashlib.sha256(head)
+        spool.write(head)
+        for tensor in tensors.values():
+            chunk = raw_bytes(tensor)
+            hasher.update(chunk)
+            spool.write(chunk)
+        size = spool.tell() - offset
+        digest, data = hasher.hexdigest(), SpooledBytes(spool, offset, size)
     return dict(
         name=record.name, axes=json.dumps(list(record.axes)), source_shape=json.dumps(list(record.source_shape)),
-        shape=json.dumps(list(coeffs.shape)), dtype=str(coeffs.dtype).removeprefix("torch."),
-        nbytes=data.size if isinstance(data, SpooledBytes) else len(data), sha256=digest, data=data,
-        fan_in=record.fan_in,
+        shape=json.dumps(list(coeffs.shape)), dtype=str(coeffs.dtype).removeprefix("torch."), nbytes=size,
+        sha256=digest, data=data, fan_in=record.fan_in,
     )
 
 
