@@ -106,6 +106,7 @@ CLI_CASES = [
     (["learngene", "add", "{tiny}", "--name", "a/b"], "invalid learngene name 'a/b'"),
     (["learngene", "add", "{tiny}", "--name", "line\n"], "invalid learngene name 'line\\n'"),
     (["learngene", "add", "{tiny}", "--name", "tiny"], "a learngene named 'tiny' already exists"),
+    (["learngene", "add", "{tiny}", "--device", "tpu"], "invalid device 'tpu'"),
     (["learngene", "show", "nope"], "unknown learngene 'nope'; valid choices: tiny"),
     (["learngene", "rm", "../tiny"], "unknown learngene '../tiny'; valid choices: tiny"),
     (["materialize", "--from", "../../etc/passwd", "--out", "{out}"], "unknown learngene '../../etc/passwd'"),

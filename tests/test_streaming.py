@@ -251,7 +251,8 @@ def test_sharded_bfloat16_output_loads_with_from_pretrained(gpt2_dir, tmp_path):
 def test_cli_quiet_and_progress_bars_stay_out_of_pipes(gpt2_dir, tmp_path):
     registry = str(tmp_path / "r.db")
     runner = CliRunner()
-    added = runner.invoke(cli, ["learngene", "add", str(gpt2_dir), "--name", "g", "--registry", registry])
+    added = runner.invoke(cli, ["learngene", "add", str(gpt2_dir), "--name", "g", "--device", "cpu",
+                                "--registry", registry])
     assert added.exit_code == 0, added.output
     assert "added learngene 'g'" in added.output and "gene/s" not in added.output  # not a terminal: no bar
     out = tmp_path / "out"

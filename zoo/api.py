@@ -106,11 +106,13 @@ def add_learngene(
     parent: str | None = None,
     notes: str | None = None,
     progress: bool = False,
+    device: str | torch.device | None = "auto",
 ) -> LearngeneInfo:
     """Extract a learngene from ``source`` (folder, file, hub id or alias) and store it in the registry.
 
     Safetensors checkpoints are read one tensor at a time and each gene is encoded as soon as it is extracted,
-    so memory holds one gene group, not the checkpoint (docs/performance.md)."""
+    so memory holds one gene group, not the checkpoint (docs/performance.md). ``device``: where the transforms run
+    (``auto``: a GPU when there is one); weights are read on the CPU and moved one layer at a time."""
     cat = catalog()
     transform_obj = cat.transform(transform)
     keep_ratios = parse_keep(keep)
@@ -119,14 +121,15 @@ def add_learngene(
     if name is not None:
         check_name(name)
     params = check_params(transform_obj, params)
+    dev = resolve_device(device)
     with _registry(registry, create=True) as reg:  # open first: a broken registry fails before the slow extraction
         return _add(reg, source, cat, transform, transform_obj, keep_ratios, name, dtype, params, parent, notes,
-                    progress)
+                    progress, dev)
 
 
 def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: Any, keep_ratios: dict[str, float],
          name: str | None, dtype: str, params: dict[str, Any] | None, parent: str | None,
-         notes: str | None, progress: bool = False) -> LearngeneInfo:
+         notes: str | None, progress: bool = False, device: torch.device | None = None) -> LearngeneInfo:
     checkpoint = pm.hook.resolve_source(source=source)
     if checkpoint is None:
         aliases = {a: hub for e in cat.architectures.values() for a, hub in getattr(e.obj, "source_aliases", {}).items()}
@@ -143,8 +146,9 @@ def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: An
     # genes wait in a temporary file until the registry's transaction takes them one by one.
     with ThreadPoolExecutor(1, thread_name_prefix="zoo-sha256") as hasher, tempfile.TemporaryFile() as spool:
         digest = hasher.submit(checkpoint.sha256)
+        on_gpu = device is not None and device.type != "cpu"
         records = _reading(source, extract_groups(groups, transform_obj, keep_ratios, params, STORAGE_DTYPES[dtype],
-                                                  workers=EXTRACT_WORKERS))
+                                                  device=device if on_gpu else None, workers=EXTRACT_WORKERS))
         with _bar(sum(len(g.genes) for g in groups), f"extract {info_name}", progress) as bar:
             payloads = [encode_gene(record, spool) for record in records if bar.update(1) or True]
         info = LearngeneInfo(

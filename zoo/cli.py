@@ -110,10 +110,12 @@ def learngene() -> None:
 @click.option("--wavelet", help="dwt: wavelet [haar]; same as --param wavelet=NAME.")
 @click.option("--level", type=click.IntRange(min=0), help="dwt: decomposition level; overrides --keep (0 keeps all).")
 @click.option("--mode", help="dwt: boundary mode [periodization]; same as --param mode=NAME.")
+@click.option("--device", default="auto", show_default=True, help="Where the transforms run: auto, cpu, cuda or cuda:N.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar (bars only ever show on a terminal).")
 @registry_option
 def learngene_add(source: str, transform: str, keep: str, name: str | None, dtype: str, params: tuple[str, ...],
-                  wavelet: str | None, level: int | None, mode: str | None, quiet: bool, registry: str | None) -> None:
+                  wavelet: str | None, level: int | None, mode: str | None, device: str, quiet: bool,
+                  registry: str | None) -> None:
     """Extract a learngene from SOURCE and store it.
 
     SOURCE is a local Hugging Face folder or .safetensors file, a hub id (gpt2, google-bert/bert-base-uncased) or
@@ -121,7 +123,7 @@ def learngene_add(source: str, transform: str, keep: str, name: str | None, dtyp
     """
     sugar = {k: v for k, v in dict(wavelet=wavelet, level=level, mode=mode).items() if v is not None}
     info = api.add_learngene(source, transform=transform, keep=keep, name=name, dtype=dtype, registry=registry,
-                             params={**parse_params(params), **sugar}, progress=not quiet)
+                             params={**parse_params(params), **sugar}, progress=not quiet, device=device)
     click.echo(f"added learngene '{info.name}' ({info.family}, {info.transform}, keep {_keep(info.keep)}, "
                f"{info.genes} genes, {info.nbytes / 2**20:.1f} MiB) from {info.source}")
 

@@ -80,7 +80,10 @@ def token_blocks(tokenizer: Any, text: str, length: int, prefix: list[int], suff
 
 def read_images(data: str, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """An image folder with one subfolder per class -> (images [n, 3, H, W], labels, class names)."""
-    from PIL import Image
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ZooError("refining a ViT on an image folder needs Pillow: pip install pillow") from None
 
     root = Path(data).expanduser()
     accepted = "a folder with one subfolder of images per class (e.g. data/cat/*.jpg, data/dog/*.jpg)"
