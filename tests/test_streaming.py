@@ -16,6 +16,7 @@ import scipy.fft
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 import zoo
 from zoo.cli import cli
@@ -23,9 +24,6 @@ from zoo.pipeline import extract_groups, gene_groups, genome_groups
 from zoo.plugins import catalog
 from zoo.safetensors_io import SafetensorsReader, SafetensorsWriter
 from zoo.sources import from_local
-
-transformers = pytest.importorskip("transformers")
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 
 def _tensors() -> dict[str, torch.Tensor]:

@@ -263,26 +263,10 @@ class TransformersAdapter:
 
     def from_genome(self, genome: Genome, config: Mapping[str, Any], template: Mapping[str, torch.Tensor]) -> dict:
         """State-dict entries (keys as in ``template``) for every gene; fused parts are concatenated."""
-        sizes = self.sizes(config)
-        parts: dict[str, list[tuple[int, torch.Tensor, WeightMap]]] = defaultdict(list)
-        for wm in self.weights:
-            gene = genome.get(wm.gene)
-            if gene is None:
-                continue
-            layers = range(sizes[DEPTH]) if wm.per_layer else [None]
-            for i in layers:
-                tensor = gene.tensor[i] if i is not None else gene.tensor
-                parts[wm.key.format(i=i)].append((wm.part[0], tensor, wm))
-        out: dict[str, torch.Tensor] = {}
-        for key, pieces in parts.items():
-            full_key = self._template_key(key, template)
-            target = template[full_key]
-            transposed = pieces[0][2].transposed and target.dim() == 2
-            row_shape = target.T.shape if transposed else target.shape
-            pieces.sort(key=lambda p: p[0])
-            rows = torch.cat([p[1].reshape(-1, *row_shape[1:]) for p in pieces], dim=0)
-            rows = rows.reshape(row_shape)
-            out[full_key] = (rows.T if transposed else rows).contiguous()
+        placements = assemble.plan(self, config, template, genome)
+        dtypes = {place.key: genome[name].tensor.dtype for name, places in placements.items() for place in places}
+        out = {key: torch.empty(template[key].shape, dtype=dtype) for key, dtype in dtypes.items()}
+        assemble.fill(out, placements, ((name, None, gene.tensor) for name, gene in genome.items()))
         return out
 
     def _template_key(self, key: str, template: Mapping[str, Any]) -> str:
@@ -343,7 +327,7 @@ class TransformersAdapter:
         else:
             placements = assemble.plan(self, config, params, names)
             fresh = assemble.init_fresh(model, {p.key for places in placements.values() for p in places})
-            assemble.fill(model, placements, genes)
+            assemble.fill(params, placements, genes)
         model.tie_weights()
         model.eval()
         model.zoo_fresh_parameters = fresh

@@ -186,11 +186,10 @@ def init_fresh(model: torch.nn.Module, covered: set[str]) -> list[str]:
     return sorted(fresh)
 
 
-def fill(model: torch.nn.Module, placements: Mapping[str, list[Placement]],
+def fill(params: Mapping[str, torch.Tensor], placements: Mapping[str, list[Placement]],
          genes: Iterable[tuple[str, int | None, torch.Tensor]]) -> None:
-    """Copy each gene (or gene layer: see :func:`zoo.pipeline.materialize_stream`) into the parameters as it
-    arrives."""
-    params = model.state_dict(keep_vars=True)
+    """Copy each gene (or gene layer: see :func:`zoo.pipeline.materialize_stream`) into ``params`` (a model's
+    ``state_dict(keep_vars=True)``, or any tensors keyed like it) as it arrives."""
     index = _by_layer(placements)
     with torch.no_grad():
         for name, layer, tensor in genes:
@@ -199,18 +198,11 @@ def fill(model: torch.nn.Module, placements: Mapping[str, list[Placement]],
                 view.copy_(_piece(tensor, place, tuple(view.shape[1:]), whole=layer is None))
 
 
-def saved_keys(model: torch.nn.Module) -> list[str]:
-    """The state-dict keys ``save_pretrained`` writes: one key per tied group, the tie's source."""
-    params = model.state_dict(keep_vars=True)
-    tied_targets = set(getattr(model, "_tied_weights_keys", None) or ())
+def saved_names(params: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """Every state-dict key -> the key its tensor is saved under: the first name of each tied group, as
+    ``save_pretrained`` keeps (the tie's source, e.g. ``wte`` rather than ``lm_head``)."""
     first: dict[int, str] = {}
-    for key, value in params.items():
-        if id(value) in first and key in tied_targets:
-            continue
-        if id(value) in first:  # a tie transformers did not declare: keep the first name, as it does
-            continue
-        first[id(value)] = key
-    return list(first.values())
+    return {key: first.setdefault(id(value), key) for key, value in params.items()}
 
 
 def write_pretrained(model: torch.nn.Module, placements: Mapping[str, list[Placement]],
@@ -222,7 +214,8 @@ def write_pretrained(model: torch.nn.Module, placements: Mapping[str, list[Place
     from .safetensors_io import SafetensorsWriter
 
     params = model.state_dict(keep_vars=True)
-    keys = saved_keys(model)
+    canonical = saved_names(params)  # a tied duplicate is written under its saved name
+    keys = list(dict.fromkeys(canonical.values()))
     item = torch.empty((), dtype=dtype).element_size()
     shards: list[list[str]] = [[]]
     size = 0
@@ -235,19 +228,14 @@ def write_pretrained(model: torch.nn.Module, placements: Mapping[str, list[Place
         size += nbytes
     names = (["model.safetensors"] if len(shards) == 1 else
              [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+    stored = {key: dtype if params[key].is_floating_point() else params[key].dtype for key in keys}
     writers = {}
     file_of = {}
     try:
         for name, shard in zip(names, shards):
-            layout = {key: (dtype if params[key].is_floating_point() else params[key].dtype, tuple(params[key].shape))
-                      for key in shard}
+            layout = {key: (stored[key], tuple(params[key].shape)) for key in shard}
             writers[name] = SafetensorsWriter(out_dir / name, layout, {"format": "pt"})
             file_of.update(dict.fromkeys(shard, name))
-        saved = set(keys)
-        canonical = {key: key for key in keys}
-        for key, value in params.items():  # a tied duplicate is written under its saved name
-            if key not in saved:
-                canonical[key] = next(k for k in keys if params[k] is value)
         # a parameter whose pieces come from several genes is assembled in a buffer, written once complete
         remaining: dict[str, int] = defaultdict(int)
         for places in placements.values():
@@ -264,7 +252,7 @@ def write_pretrained(model: torch.nn.Module, placements: Mapping[str, list[Place
                     remaining[key] = 0
                     continue
                 if key not in buffers:
-                    buffers[key] = torch.empty(params[key].shape, dtype=writers[file_of[key]]._entries[key][0])
+                    buffers[key] = torch.empty(params[key].shape, dtype=stored[key])
                 _rows_view(buffers[key], place).copy_(piece)
                 remaining[key] -= 1
                 if remaining[key] == 0:
@@ -308,4 +296,4 @@ def streamable(adapter: Any) -> bool:
         getattr(cls, attr) is getattr(TransformersAdapter, attr) for attr in ("build", "from_genome", "save"))
 
 
-__all__ = ["Placement", "construct", "fill", "init_fresh", "plan", "saved_keys", "streamable", "write_pretrained"]
+__all__ = ["Placement", "construct", "fill", "init_fresh", "plan", "saved_names", "streamable", "write_pretrained"]
