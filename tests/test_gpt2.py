@@ -13,14 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+from transformers import GPT2Config, GPT2LMHeadModel
 
-transformers = pytest.importorskip("transformers")
-from click.testing import CliRunner  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
-
-import zoo  # noqa: E402
-from zoo.cli import cli  # noqa: E402
+import zoo
+from zoo.cli import cli
 
 N_LAYER, N_EMBD, N_HEAD, VOCAB, N_POS = 4, 64, 4, 1000, 128
 HEAD_DIM = N_EMBD // N_HEAD

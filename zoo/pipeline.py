@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections import deque
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -150,12 +150,20 @@ def _standardize_and_analyze(x: torch.Tensor, axes: tuple[str, ...], transform: 
     return out, std, mean
 
 
-def ordered_map(fn: Callable[[Any], T], items: Iterable[Any], pool: Executor | None) -> Iterator[T]:
+class WorkerPool(ThreadPoolExecutor):
+    """Threads that each run torch ops on one thread; ``workers`` says how many (see :func:`ordered_map`)."""
+
+    def __init__(self, workers: int):
+        super().__init__(workers, thread_name_prefix="zoo", initializer=torch.set_num_threads, initargs=(1,))
+        self.workers = workers
+
+
+def ordered_map(fn: Callable[[Any], T], items: Iterable[Any], pool: WorkerPool | None) -> Iterator[T]:
     """``map(fn, items)`` in order; with a pool, as many items in flight as it has workers (bounds memory)."""
     if pool is None:
         yield from map(fn, items)
         return
-    ahead = max(1, getattr(pool, "_max_workers", 2) - 1)  # plus the one being submitted: one per worker
+    ahead = max(1, pool.workers - 1)  # plus the one being submitted: one per worker
     running: deque[Future[T]] = deque()
     for item in items:
         running.append(pool.submit(fn, item))
@@ -167,7 +175,7 @@ def ordered_map(fn: Callable[[Any], T], items: Iterable[Any], pool: Executor | N
 
 def extract_group(group: GeneGroup, transform: Transform, keep: Mapping[str, float], params: Mapping[str, Any],
                   dtype: torch.dtype = torch.float32, device: Any = None,
-                  pool: Executor | None = None) -> list[GeneRecord]:
+                  pool: WorkerPool | None = None) -> list[GeneRecord]:
     """The records of one gene group; holds only the layers in flight of raw weights at a time."""
     layer_axes = {name: axes[1:] if group.stacked else axes for name, axes, _ in group.genes}
 
@@ -334,7 +342,7 @@ def _std_mean(x: torch.Tensor, stacked: bool) -> tuple[torch.Tensor, torch.Tenso
 
 
 @contextmanager
-def single_threaded_pool(workers: int, device: Any = None) -> Iterator[Executor | None]:
+def single_threaded_pool(workers: int, device: Any = None) -> Iterator[WorkerPool | None]:
     """A pool of ``workers`` threads, each running torch ops on one thread (None: serial, or not on a CPU)."""
     if workers <= 1 or (device is not None and torch.device(device).type != "cpu"):
         yield None
@@ -342,8 +350,7 @@ def single_threaded_pool(workers: int, device: Any = None) -> Iterator[Executor 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="zoo", initializer=torch.set_num_threads,
-                                initargs=(1,)) as pool:
+        with WorkerPool(workers) as pool:
             yield pool
     finally:
         torch.set_num_threads(threads)
