@@ -51,6 +51,8 @@ class DCT:
         # coefficients an FFT (O(log n) per value, whatever ``keep`` is) is cheaper; training (refinement) keeps
         # the product, whose gradient is the plain transposed basis.
         if keep >= FFT_FROM and not (torch.is_grad_enabled() and x.requires_grad):
+            if x.device.type == "cpu":
+                return _dct_scipy(x.to(dtype), dim % x.dim(), keep)
             return _dct_fft(x.to(dtype), dim % x.dim(), keep)
         return apply_matrix(x.to(dtype), dct_basis(n, keep, x.device, dtype), dim)
 
@@ -102,6 +104,15 @@ class DCT:
         return out.reshape(*x.shape[:dim], n, *x.shape[dim + 1 :])
 
 
+def _dct_scipy(x: torch.Tensor, dim: int, keep: int) -> torch.Tensor:
+    """On a CPU, scipy's DCT-II (pocketfft, with the reordering and twiddles inside one C++ pass, the GIL
+    released) runs about twice as fast as the same algorithm spelled in torch operations."""
+    import scipy.fft
+
+    full = torch.from_numpy(scipy.fft.dct(x.numpy(), type=2, axis=dim, norm="ortho"))
+    return full if keep == x.shape[dim] else full.narrow(dim, 0, keep).clone()
+
+
 def _dct_fft(x: torch.Tensor, dim: int, keep: int) -> torch.Tensor:
     """The first ``keep`` orthonormal DCT-II coefficients along ``dim`` via one real FFT (Makhoul, 1980).
 
@@ -126,7 +137,7 @@ def _dct_fft(x: torch.Tensor, dim: int, keep: int) -> torch.Tensor:
     # Re(a b) = Re(a) Re(b) - Im(a) Im(b), on real views: no complex product tensor
     pairs = torch.view_as_real(spectrum)
     out = pairs[..., 0] * twiddle.real
-    return out.sub_(pairs[..., 1] * twiddle.imag)
+    return out.addcmul_(pairs[..., 1], twiddle.imag, value=-1)
 
 
 @hookimpl

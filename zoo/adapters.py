@@ -222,12 +222,9 @@ class TransformersAdapter:
         ``state`` may be a lazy mapping (:class:`zoo.safetensors_io.SafetensorsReader`); maps that share a key
         (fused q, k, v) form one group so the fused tensor is read once per layer.
         """
-        from .safetensors_io import SafetensorsReader
-
         keys = self._keys(state)
         sizes = self.sizes(config)
         depth = sizes[DEPTH]
-        fresh_reads = isinstance(state, SafetensorsReader)  # every lookup reads a new buffer
         by_key: dict[str, list[WeightMap]] = defaultdict(list)
         for wm in self.gene_maps(config):
             by_key[wm.key].append(wm)
@@ -249,7 +246,7 @@ class TransformersAdapter:
                     yield read
 
             genes = [(wm.gene, (DEPTH, *wm.axes) if per_layer else wm.axes, wm.inputs) for wm in maps]
-            yield GeneGroup(genes, depth if per_layer else None, layers, owned=fresh_reads)
+            yield GeneGroup(genes, depth if per_layer else None, layers)
 
     def to_genome(self, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Genome:
         genome: Genome = {}

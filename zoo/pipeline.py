@@ -26,7 +26,9 @@ from .transforms import ResizeStrategy, Transform
 
 EPS = 1e-12
 T = TypeVar("T")
-# Tensors above this many elements are extracted in slices along an untransformed axis, when they have one
+# Each transform pass over a layer runs in slices of about this many values (see _analyze_in_slices)
+SLICE_ELEMENTS = 1 << 20
+# The depth transform of a stacked gene runs over column slices of this many values
 CHUNK_ELEMENTS = 1 << 23
 # restore: each layer gets the source's mean and std. fan_in: the same, with std scaled by
 # sqrt(source fan-in / target fan-in) so activations keep their variance when input widths change. none: the
@@ -82,7 +84,6 @@ class GeneGroup:
     genes: list[tuple[str, tuple[str, ...], int]]
     depth: int | None  # layers of stacked genes; None for unstacked ones
     layers: Callable[[], Iterator[Callable[[], Mapping[str, torch.Tensor]]]]
-    owned: bool = False  # each read returns fresh buffers (a lazy reader): extraction may overwrite them in place
 
     @property
     def stacked(self) -> bool:
@@ -110,44 +111,90 @@ def gene_groups(adapter: Any, state: Mapping[str, torch.Tensor], config: Mapping
 
 
 def _standardize_and_analyze(x: torch.Tensor, axes: tuple[str, ...], transform: Transform,
-                             keep: Mapping[str, float], params: Mapping[str, Any], owned: bool = False
+                             keep: Mapping[str, float], params: Mapping[str, Any]
                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One layer: z-score it (FRONT), then keep the low-frequency block of every resizable axis. ``owned``: ``x``
-    is a scratch buffer that may be overwritten (saves one copy of the layer)."""
+    """One layer: z-score it (FRONT), then keep the low-frequency block of every resizable axis.
+
+    The z-score is applied to the kept block, not to the layer: transforms are linear, so
+    ``analyze((x - mean) / std) == (analyze(x) - mean * analyze(ones)) / std``. That saves two passes over the
+    full layer, and the source tensor is never written to."""
     x = x.detach()
-    converted = x.dtype not in (torch.float32, torch.float64)
     x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
-    in_place = owned or converted
-    std, mean = _std_mean(x, False)
-    # shrink the axis that loses the largest share first: every later pass then works on less data (ties: the
-    # innermost axis first, whose transform reads contiguous memory)
+    std, mean = _layer_std_mean(x)
+    # shrink the axis that loses the largest share first: every later pass then works on less data (ties: the axis
+    # along which memory is contiguous first)
     dims = sorted((d for d, role in enumerate(axes) if resizable(role)),
-                  key=lambda d: (kept_size(x.shape[d], axes[d], keep) / x.shape[d], -d))
+                  key=lambda d: (kept_size(x.shape[d], axes[d], keep) / x.shape[d], x.stride(d)))
     kept = {d: kept_size(x.shape[d], axes[d], keep) for d in dims}
+    z = x
+    for dim in dims:
+        z = _analyze_in_slices(transform, z, dim, kept[dim], params)
+    if z.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+        z = z.clone()  # nothing was transformed: never edit the source in place
+    response = _constant_response(transform, x.shape, dims, kept, params).to(z.dtype).to(z.device)
+    return z.sub_(mean * response).div_(std.clamp_min(EPS)), std, mean
 
-    def block(part: torch.Tensor) -> torch.Tensor:
-        z = part.sub_(mean) if in_place else torch.sub(part, mean)
-        z.div_(std.clamp_min(EPS))
-        for dim in dims:
-            z = transform.analyze(z, dim, kept[dim], **params)
-        return z
 
-    # A big table (a vocabulary's embeddings) is transformed in slices along an axis no transform touches, so its
-    # temporaries (z-scores, spectra) stay a few slices big instead of several copies of the whole table.
-    fixed = [d for d in range(x.dim()) if d not in kept and x.shape[d] > 1]
-    if x.numel() <= CHUNK_ELEMENTS or not fixed:
-        return block(x), std, mean
-    axis = fixed[0]
-    step = max(1, CHUNK_ELEMENTS * x.shape[axis] // x.numel())
+def _analyze_in_slices(transform: Transform, x: torch.Tensor, dim: int, keep: int,
+                       params: Mapping[str, Any]) -> torch.Tensor:
+    """``transform.analyze`` along ``dim``, run over slices of about ``SLICE_ELEMENTS`` values along another axis
+    and gathered into one output. Slices keep every temporary (reordered copies, spectra) small, so the allocator
+    reuses its memory instead of mapping, zero-filling and unmapping layer-sized buffers: on a CPU that page
+    traffic cost as much as the transforms. It also bounds memory for big tables (a vocabulary's embeddings)."""
+    others = [a for a in range(x.dim()) if a != dim and x.shape[a] > 1]
+    if x.numel() <= 2 * SLICE_ELEMENTS or not others:
+        return transform.analyze(x, dim, keep, **params)
+    axis = max(others, key=x.stride)  # the outermost axis: each slice is one run of memory when x is contiguous
+    step = max(1, SLICE_ELEMENTS * x.shape[axis] // x.numel())
     out = None
     for start in range(0, x.shape[axis], step):
-        part = block(x.narrow(axis, start, min(step, x.shape[axis] - start)))
+        part = transform.analyze(x.narrow(axis, start, min(step, x.shape[axis] - start)), dim, keep, **params)
         if out is None:
             shape = list(part.shape)
             shape[axis] = x.shape[axis]
             out = part.new_empty(shape)
         out.narrow(axis, start, part.shape[axis]).copy_(part)
-    return out, std, mean
+    return out
+
+
+def _constant_response(transform: Transform, shape: torch.Size, dims: list[int], kept: Mapping[int, int],
+                       params: Mapping[str, Any]) -> torch.Tensor:
+    """The kept block of ``analyze`` applied to all-ones of ``shape`` (size 1 along untransformed axes, where a
+    constant stays constant): the outer product of each transformed axis's response to a constant signal."""
+    response = torch.ones([1] * len(shape), dtype=torch.float64)
+    for d in dims:
+        axis = transform.analyze(torch.ones(shape[d], dtype=torch.float64), 0, kept[d], **params)
+        response = response * axis.reshape([-1 if i == d else 1 for i in range(len(shape))])
+    return response
+
+
+PARTIAL_NORM = 1024  # sums of squares are accumulated from partial norms of about this many values
+
+
+def _layer_std_mean(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's std and mean in two fast reductions (``torch.std_mean``'s one-pass Welford kernel is ~30x slower
+    than a plain sum on a CPU): the mean, and the sum of squares accumulated in float64 from float32 partial norms
+    (one float32 norm over 10M values loses ~1e-4 of relative accuracy). When the mean dominates the spread,
+    ``E[x^2] - mean^2`` would cancel, and the exact two-pass kernel runs instead."""
+    n = x.numel()
+    if n < 64 * PARTIAL_NORM:
+        return _std_mean(x, False)
+    if x.is_contiguous():
+        flat = x.view(-1)
+        body = n - n % PARTIAL_NORM
+        partial = torch.linalg.vector_norm(flat[:body].view(-1, PARTIAL_NORM), dim=1)
+        squares = partial.double().square().sum() + flat[body:].double().square().sum()
+    elif x.dim() > 1 and 64 <= x.shape[inner := min(range(x.dim()), key=x.stride)] <= 64 * PARTIAL_NORM:
+        # a view (q of a fused qkv, a transposed weight): partial norms along its contiguous axis
+        squares = torch.linalg.vector_norm(x, dim=inner).double().square().sum()
+    else:
+        return _std_mean(x, False)
+    mean = x.mean()
+    mean_square = squares / n
+    var = mean_square - mean.double().square()
+    if var < 0.5 * mean_square:
+        return _std_mean(x, False)
+    return var.sqrt().to(x.dtype), mean
 
 
 class WorkerPool(ThreadPoolExecutor):
@@ -183,9 +230,8 @@ def extract_group(group: GeneGroup, transform: Transform, keep: Mapping[str, flo
         out = {}
         for name, x in read().items():
             shape = tuple(x.shape)
-            owned = group.owned and (device is None or x.device == torch.device(device))
             out[name] = (shape, *_standardize_and_analyze(x.to(device) if device is not None else x,
-                                                          layer_axes[name], transform, keep, params, owned))
+                                                          layer_axes[name], transform, keep, params))
         return out
 
     blocks: dict[str, torch.Tensor] = {}

@@ -1,16 +1,18 @@
 """Bounded-memory safetensors I/O: read one tensor at a time, write a file piece by piece.
 
 ``safetensors.torch.load_file`` returns every tensor at once, and ``save_file`` serializes the whole state dict in
-memory before writing. For a 6 GB checkpoint both hold a full copy. Here a reader parses the header and ``pread`` s
-one tensor into a fresh buffer when asked (no memory map: mapped pages would count in the process's RSS until the
-file is closed), and a writer lays out the header first, then takes each tensor (or a run of its rows) at its
-offset, in any order. The format is the public one: 8-byte little-endian header length, JSON header, raw data.
+memory before writing. For a 6 GB checkpoint both hold a full copy. Here a reader parses the header and maps one
+tensor's bytes when asked, in a mapping of its own that goes away with the tensor (one mapping of the whole file
+would keep every page read so far in the process's RSS until the file is closed), and a writer lays out the header
+first, then takes each tensor (or a run of its rows) at its offset, in any order. The format is the public one:
+8-byte little-endian header length, JSON header, raw data.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import struct
 from collections.abc import Iterator, Mapping, Sequence
@@ -56,23 +58,37 @@ class SafetensorsReader(Mapping[str, torch.Tensor]):
                 self._where[key] = (path, entry["dtype"], list(entry["shape"]), base + begin, end - begin)
 
     def __getitem__(self, key: str) -> torch.Tensor:
+        """The tensor, backed by a private (copy-on-write) mapping of its bytes: no copy, no zero-filled buffer.
+        Reading a page-cached checkpoint this way costs a fraction of ``pread`` into fresh memory, and writes to
+        the tensor never reach the file."""
         path, code, shape, offset, nbytes = self._where[key]
         dtype = DTYPES[code]
-        if nbytes != math.prod(shape) * _item_size(dtype):
+        itemsize = _item_size(dtype)
+        if nbytes != math.prod(shape) * itemsize:
             raise ValueError(f"{path}: tensor '{key}' has {nbytes} bytes for shape {shape} {code}")
+        if not nbytes:
+            return torch.empty(shape, dtype=dtype)
+        with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size < offset + nbytes:  # touching a mapped page past the end is SIGBUS
+                raise ValueError(f"{path} ends inside tensor '{key}': the file is truncated")
+            start = offset - offset % mmap.ALLOCATIONGRANULARITY
+            if (offset - start) % itemsize or dtype == torch.bool:  # unaligned data (or bools): read a copy
+                return self._pread(fh.fileno(), shape, dtype, offset, nbytes)
+            mapped = mmap.mmap(fh.fileno(), offset + nbytes - start, flags=mmap.MAP_PRIVATE,
+                               prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
+        # the tensor holds the mapping; it is unmapped when the last view of the tensor is freed
+        return torch.frombuffer(mapped, dtype=dtype, count=nbytes // itemsize, offset=offset - start).view(shape)
+
+    @staticmethod
+    def _pread(fd: int, shape: list[int], dtype: torch.dtype, offset: int, nbytes: int) -> torch.Tensor:
         out = torch.empty(shape, dtype=dtype)
-        if nbytes:
-            view = memoryview(out.reshape(-1).view(torch.uint8).numpy())
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                done = 0
-                while done < nbytes:  # pread may return less than asked for large reads
-                    got = os.preadv(fd, [view[done:]], offset + done)
-                    if got <= 0:
-                        raise ValueError(f"{path} ends inside tensor '{key}': the file is truncated")
-                    done += got
-            finally:
-                os.close(fd)
+        view = memoryview(out.reshape(-1).view(torch.uint8).numpy())
+        done = 0
+        while done < nbytes:  # pread may return less than asked for large reads
+            got = os.preadv(fd, [view[done:]], offset + done)
+            if got <= 0:
+                raise ValueError("the file ended inside a tensor: it is truncated")
+            done += got
         return out
 
     def shape(self, key: str) -> tuple[int, ...]:

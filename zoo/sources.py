@@ -30,6 +30,7 @@ ASSET_FILES = (
     "added_tokens.json",
     "generation_config.json",
 )
+HEX64 = re.compile(r"[0-9a-f]{64}")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 LOCAL_HINT = "pass a local folder instead, e.g. `zoo learngene add ./my-model` (a folder with config.json and *.safetensors)"
 
@@ -73,12 +74,26 @@ class Checkpoint:
         return self.state_dict()
 
     def sha256(self) -> str:
+        """The sha256 of the weight files, concatenated in order (of the one file, for most checkpoints)."""
+        if len(self.weight_files) == 1 and (known := _hub_blob_sha256(self.weight_files[0])):
+            return known
         digest = hashlib.sha256()
+        block = bytearray(1 << 22)
+        view = memoryview(block)
         for path in self.weight_files:
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 22), b""):
-                    digest.update(block)
+            with open(path, "rb", buffering=0) as fh:  # into one reused buffer: no new bytes object per read
+                while size := fh.readinto(block):
+                    digest.update(view[:size])
         return digest.hexdigest()
+
+
+def _hub_blob_sha256(path: Path) -> str | None:
+    """A file in a Hugging Face cache is a link to ``blobs/<sha256 of its content>`` (LFS files, which weights
+    always are; git files have 40-digit names): the hash is known without reading gigabytes again."""
+    blob = path.resolve()
+    if blob.parent.name == "blobs" and HEX64.fullmatch(blob.name):
+        return blob.name
+    return None
 
 
 def _weights_in(folder: Path) -> list[Path]:

@@ -34,7 +34,7 @@ from typing import Any, BinaryIO, NoReturn, TypeVar
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
-from sqlalchemy import create_engine, delete, event, inspect, select, text
+from sqlalchemy import create_engine, delete, event, func, inspect, select, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -486,12 +486,20 @@ class Registry:
             session.add(row)
             session.flush()
             crash_point("add:learngene-row")
+            # SQLite takes a spooled gene's bytes in place, written piece by piece into a blob of the right size: no
+            # gene-sized bytes object, and about a third less time for a big learngene
+            blob_writer = _sqlite_blob_writer(session)
             for i, columns in enumerate(payloads):  # fresh ORM rows per attempt: a retried transaction starts clean
                 data = columns["data"]
-                gene_row = SqlGene(learngene_id=row.id, **{**columns, "data": data.read() if isinstance(
-                    data, SpooledBytes) else data})
+                in_place = blob_writer is not None and isinstance(data, SpooledBytes)
+                if isinstance(data, SpooledBytes):
+                    data = func.zeroblob(data.size) if in_place else data.read()
+                gene_row = SqlGene(learngene_id=row.id, **{**columns, "data": data})
                 session.add(gene_row)
                 session.flush()
+                if in_place:
+                    with blob_writer(SqlGene.__tablename__, "data", gene_row.id) as blob:
+                        columns["data"].copy_to(blob.write)
                 session.expunge(gene_row)  # written: let its bytes go, so memory holds one gene, not the learngene
                 crash_point(f"add:gene-{i}")
             crash_point("add:genes-written")
@@ -558,6 +566,26 @@ class SpooledBytes:
         if len(data) != self.size:
             raise RegistryError("the temporary file holding an encoded gene was cut short")
         return data
+
+    def copy_to(self, write: Callable[[memoryview], Any], block: int = 1 << 22) -> None:
+        """Hand the bytes to ``write`` in pieces, through one reused buffer."""
+        buffer = bytearray(min(block, self.size))
+        view = memoryview(buffer)
+        self.file.seek(self.offset)
+        left = self.size
+        while left:
+            got = self.file.readinto(view[: min(left, len(buffer))])
+            if not got:
+                raise RegistryError("the temporary file holding an encoded gene was cut short")
+            write(view[:got])
+            left -= got
+
+
+def _sqlite_blob_writer(session: Session) -> Callable[..., Any] | None:
+    """``blobopen`` of the session's SQLite connection (Python 3.11+), or None (another database, older Python)."""
+    if session.get_bind().dialect.name != "sqlite":
+        return None
+    return getattr(session.connection().connection.driver_connection, "blobopen", None)
 
 
 def encode_gene(record: GeneRecord, spool: BinaryIO | None = None) -> dict[str, Any]:
