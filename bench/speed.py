@@ -7,6 +7,8 @@ Each child imports everything first and times only the work, so interpreter star
 * ``read``: a plain full read of the checkpoint, ``safetensors.torch.load_file`` plus one pass over every tensor
   (load_file maps the file lazily; the pass makes it read every byte) (the baseline for ``add``);
 * ``add``: ``zoo.add_learngene`` (DCT, keep 0.5) into a fresh registry;
+* ``extract``: the same extraction without the source's sha256, the encoding and the registry write (what the
+  transforms cost on their own);
 * ``random+save``: the same ``transformers`` model with its random init, then ``save_pretrained`` (the baseline for
   materializing); ``materialize``: ``zoo.materialize_to_disk`` of that model from the learngene.
 
@@ -62,6 +64,18 @@ elif case == "add":
     zoo.open_registry(args[1]).close()  # an existing registry, as users have (creating one runs the migrations)
     start = time.perf_counter()
     zoo.add_learngene(args[0], registry=args[1], name="bench", keep=0.5)
+elif case == "extract":  # add's transforms alone: no source hash, no encoding, no registry
+    import zoo
+    from pathlib import Path
+    from zoo.api import EXTRACT_WORKERS, find_adapter
+    from zoo.pipeline import extract_groups, gene_groups, parse_keep
+    from zoo.sources import from_local
+    dct = zoo.catalog().transform("dct")
+    start = time.perf_counter()
+    checkpoint = from_local(Path(args[0]), args[0])
+    groups = gene_groups(find_adapter(checkpoint.config), checkpoint.tensors(), checkpoint.config)
+    for record in extract_groups(groups, dct, parse_keep(0.5), {}, workers=EXTRACT_WORKERS):
+        del record
 elif case == "materialize":
     import zoo, transformers, json as j
     zoo.catalog()
@@ -150,7 +164,7 @@ def measure(shape_name: str, repeats: int, work: Path) -> dict[str, Any]:
 
     for i in range(repeats):
         for cache in ("warm", "cold"):
-            for case in ("read", "add"):
+            for case in ("read", "add", "extract"):
                 registry = work / f"registry-{case}-{cache}-{i}.db"
                 for stale in work.glob(registry.name + "*"):  # a --work folder reused from an earlier run
                     stale.unlink()
@@ -159,6 +173,8 @@ def measure(shape_name: str, repeats: int, work: Path) -> dict[str, Any]:
                 else:
                     run_child("read", *map(str, weights))  # make sure the file is cached
                 args = [str(p) for p in weights] if case == "read" else [str(source), str(registry)]
+                if case == "extract":
+                    args = [str(source)]
                 record(f"{case} ({cache})", run_child(case, *args))
         registry = work / "registry-add-warm-0.db"
         for case in ("random+save", "materialize"):
@@ -190,6 +206,8 @@ def render(result: dict[str, Any], command: str) -> str:
     ]
     pairs = [("learngene add, page cache warm", "add (warm)", "read (warm)"),
              ("learngene add, page cache cold", "add (cold)", "read (cold)"),
+             ("of which the transforms alone, warm", "extract (warm)", "read (warm)"),
+             ("of which the transforms alone, cold", "extract (cold)", "read (cold)"),
              ("materialize (same size, float32)", "materialize", "random+save")]
     for label, mine, base in pairs:
         a, b = median(rows[mine], "seconds"), median(rows[base], "seconds")

@@ -159,10 +159,31 @@ def test_lossy():
 
 def test_ignores_size():
     check_transform_inverse(IgnoresSize())
-""", passed=2, failed=2)
+
+class Clipped(DCT):  # invertible at keep=n, but not linear: clips the kept block
+    name = "clipped"
+    def analyze(self, x, dim, keep, **params):
+        out = super().analyze(x, dim, keep, **params)
+        return out if keep == x.shape[dim] else out.clamp(-1, 1)
+
+class MixesFibers(DCT):  # linear, but each fiber's block depends on its neighbours (adds their mean)
+    name = "mixes-fibers"
+    def analyze(self, x, dim, keep, **params):
+        out = super().analyze(x, dim, keep, **params)
+        other = (dim + 1) % x.dim()
+        return out if keep == x.shape[dim] else out + out.mean(dim=other, keepdim=True)
+
+def test_clipped():
+    check_transform_inverse(Clipped())
+
+def test_mixes_fibers():
+    check_transform_inverse(MixesFibers())
+""", passed=2, failed=4)
     result.stdout.fnmatch_lines([
         "*transform 'lossy' is not inverted along axis 0 (length 5)*max error*",
         "*transform 'ignores-size': synthesize((1, 8, 12), dim=0, size=4) has shape (1, 8, 12), want (4, 8, 12)*",
+        "*transform 'clipped': analyze along axis 0 is not linear (max error *)*",
+        "*transform 'mixes-fibers': analyze along axis 0 of a slice along axis 1 differs from the same slice*",
     ])
 
 

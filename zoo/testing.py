@@ -295,6 +295,8 @@ def check_transform_inverse(transform: Any, *, params: Mapping[str, Any] | None 
     * ``analyze(x, dim, keep=n)`` then ``synthesize(c, dim, n)`` gives ``x`` back (``n`` = the axis length);
     * ``analyze`` with a smaller ``keep`` returns between ``keep`` and ``n`` coefficients along ``dim``;
     * ``synthesize`` to other lengths (1, shorter, longer) gives that length, leaves other axes alone, and is finite;
+    * ``analyze`` is linear and treats every fiber along ``dim`` alike (a slice's coefficients are the slice of the
+      whole's);
     * ``parameters`` defaults pass ``validate_params``.
 
     :param transform: a transform name or object.
@@ -335,6 +337,33 @@ def check_transform_inverse(transform: Any, *, params: Mapping[str, Any] | None 
                 if not torch.isfinite(out).all():
                     raise AssertionError(f"transform '{transform.name}': synthesize to size {size} along axis "
                                          f"{dim} is not finite")
+        _check_linear_per_fiber(transform, params, x, dim, max(1, n // 2), atol)
+
+
+def _check_linear_per_fiber(transform: Any, params: Mapping[str, Any], x: Any, dim: int, keep: int,
+                            atol: float) -> None:
+    """Extraction applies ``analyze`` to slices of a layer and folds the z-score into the kept block
+    (``analyze(x - m) == analyze(x) - m * analyze(1)``): both need a transform that is linear and treats every
+    fiber along ``dim`` alike."""
+    import torch
+
+    def analyze(t: Any) -> Any:
+        return transform.analyze(t, dim, keep, **params)
+
+    y = torch.randn_like(x)
+    error = _max_error(analyze(2 * x - 0.5 * y + 0.25),
+                       2 * analyze(x) - 0.5 * analyze(y) + 0.25 * analyze(torch.ones_like(x)))
+    if error > atol * 10:
+        raise AssertionError(f"transform '{transform.name}': analyze along axis {dim} is not linear (max error "
+                             f"{error:.3g}); zoo's extraction needs analyze(a x + b y) == a analyze(x) + b analyze(y)")
+    other = next((d for d in range(x.dim()) if d != dim and x.shape[d] > 1), None)
+    if other is not None:
+        part = analyze(x.narrow(other, 1, x.shape[other] - 1))
+        error = _max_error(part, analyze(x).narrow(other, 1, x.shape[other] - 1))
+        if error > atol:
+            raise AssertionError(f"transform '{transform.name}': analyze along axis {dim} of a slice along axis "
+                                 f"{other} differs from the same slice of the whole (max error {error:.3g}); "
+                                 f"zoo's extraction transforms big layers in slices")
 
 
 def check_resize_strategy(strategy: Any, *, transform: Any = "dct", params: Mapping[str, Any] | None = None,

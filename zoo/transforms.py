@@ -24,7 +24,10 @@ class Transform(Protocol):
     description: str
 
     def analyze(self, x: torch.Tensor, dim: int, keep: int, **params: Any) -> torch.Tensor:
-        """Coefficients of ``x`` along ``dim``, truncated to the first ``keep`` (the low-frequency block)."""
+        """Coefficients of ``x`` along ``dim``, truncated to the first ``keep`` (the low-frequency block).
+
+        Must be linear and act on each 1-D fiber along ``dim`` alike: extraction relies on it to run over slices of
+        a layer and to apply the z-score to the kept block (``analyze(x - m) == analyze(x) - m * analyze(1)``)."""
 
     def synthesize(self, coeffs: torch.Tensor, dim: int, size: int, **params: Any) -> torch.Tensor:
         """A signal of length ``size`` along ``dim`` from a (possibly truncated) coefficient block."""
