@@ -205,12 +205,14 @@ class WorkerPool(ThreadPoolExecutor):
         self.workers = workers
 
 
-def ordered_map(fn: Callable[[Any], T], items: Iterable[Any], pool: WorkerPool | None) -> Iterator[T]:
-    """``map(fn, items)`` in order; with a pool, as many items in flight as it has workers (bounds memory)."""
+def ordered_map(fn: Callable[[Any], T], items: Iterable[Any], pool: WorkerPool | None,
+                ahead: int | None = None) -> Iterator[T]:
+    """``map(fn, items)`` in order; with a pool, at most ``ahead`` + 1 items in flight (bounds memory; default:
+    one per worker)."""
     if pool is None:
         yield from map(fn, items)
         return
-    ahead = max(1, pool.workers - 1)  # plus the one being submitted: one per worker
+    ahead = max(1, pool.workers - 1) if ahead is None else max(1, ahead)
     running: deque[Future[T]] = deque()
     for item in items:
         running.append(pool.submit(fn, item))
@@ -220,46 +222,67 @@ def ordered_map(fn: Callable[[Any], T], items: Iterable[Any], pool: WorkerPool |
         yield running.popleft().result()
 
 
+def _analyze_layer(group: GeneGroup, read: Callable[[], Mapping[str, torch.Tensor]] | None, transform: Transform,
+                   keep: Mapping[str, float], params: Mapping[str, Any], device: Any) -> dict[str, tuple]:
+    """One layer of a group: gene name -> (source shape, kept block, std, mean). ``read`` None: no layer (an empty
+    group, reported when its records are made)."""
+    out = {}
+    for name, x in (read() if read is not None else {}).items():
+        axes = next(axes for gene, axes, _ in group.genes if gene == name)
+        out[name] = (tuple(x.shape), *_standardize_and_analyze(x.to(device) if device is not None else x,
+                                                               axes[1:] if group.stacked else axes, transform,
+                                                               keep, params))
+    return out
+
+
+class _GroupBlocks:
+    """A group's analyzed layers as they arrive (stacked genes: one buffer for all layers, no torch.stack copy),
+    then its records once the depth axis is transformed."""
+
+    def __init__(self, group: GeneGroup):
+        self.group = group
+        self.layers = 0
+        self.blocks: dict[str, torch.Tensor] = {}
+        self.stats: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {n: ([], []) for n, _, _ in group.genes}
+        self.source_shapes: dict[str, list[int]] = {}
+
+    def add(self, parts: Mapping[str, tuple]) -> None:
+        for name, (shape, block, std, mean) in parts.items():
+            if not self.group.stacked:
+                self.blocks[name] = block
+                self.source_shapes[name] = list(shape)
+            else:
+                if name not in self.blocks:
+                    self.blocks[name] = block.new_empty((self.group.depth, *block.shape))
+                    self.source_shapes[name] = [self.group.depth, *shape]
+                self.blocks[name][len(self.stats[name][0])] = block
+            self.stats[name][0].append(std)
+            self.stats[name][1].append(mean)
+
+    def records(self, transform: Transform, keep: Mapping[str, float], params: Mapping[str, Any],
+                dtype: torch.dtype) -> Iterator[GeneRecord]:
+        group = self.group
+        for name, axes, fan_in in group.genes:
+            stds, means = self.stats.pop(name)
+            if name not in self.blocks or (group.stacked and len(stds) != group.depth):
+                raise ValueError(f"gene '{name}': read {len(stds)} layers, expected {group.depth or 1}")
+            coeffs = self.blocks.pop(name)
+            std, mean = (torch.stack(stds), torch.stack(means)) if group.stacked else (stds[0], means[0])
+            if group.stacked:
+                coeffs = _analyze_depth(coeffs, transform, kept_size(group.depth, DEPTH, keep), params)
+            yield GeneRecord(name, axes, tuple(self.source_shapes[name]), coeffs.to(dtype), mean.float(),
+                             std.float(), fan_in)
+
+
 def extract_group(group: GeneGroup, transform: Transform, keep: Mapping[str, float], params: Mapping[str, Any],
                   dtype: torch.dtype = torch.float32, device: Any = None,
                   pool: WorkerPool | None = None) -> list[GeneRecord]:
     """The records of one gene group; holds only the layers in flight of raw weights at a time."""
-    layer_axes = {name: axes[1:] if group.stacked else axes for name, axes, _ in group.genes}
-
-    def analyze_layer(read: Callable[[], Mapping[str, torch.Tensor]]) -> dict[str, tuple]:
-        out = {}
-        for name, x in read().items():
-            shape = tuple(x.shape)
-            out[name] = (shape, *_standardize_and_analyze(x.to(device) if device is not None else x,
-                                                          layer_axes[name], transform, keep, params))
-        return out
-
-    blocks: dict[str, torch.Tensor] = {}
-    stats: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {name: ([], []) for name, _, _ in group.genes}
-    source_shapes: dict[str, list[int]] = {}
-    for i, parts in enumerate(ordered_map(analyze_layer, group.layers(), pool)):
-        for name, (shape, block, std, mean) in parts.items():
-            if not group.stacked:
-                blocks[name] = block
-                source_shapes[name] = list(shape)
-            else:
-                if name not in blocks:  # one buffer for all layers: no second copy from torch.stack
-                    blocks[name] = block.new_empty((group.depth, *block.shape))
-                    source_shapes[name] = [group.depth, *shape]
-                blocks[name][i] = block
-            stats[name][0].append(std)
-            stats[name][1].append(mean)
-    records = []
-    for name, axes, fan_in in group.genes:
-        if name not in blocks or (group.stacked and len(stats[name][0]) != group.depth):
-            raise ValueError(f"gene '{name}': read {len(stats[name][0])} layers, expected {group.depth or 1}")
-        coeffs = blocks.pop(name)
-        std, mean = (torch.stack(s) for s in stats.pop(name)) if group.stacked else (s[0] for s in stats.pop(name))
-        if group.stacked:
-            coeffs = _analyze_depth(coeffs, transform, kept_size(group.depth, DEPTH, keep), params)
-        records.append(GeneRecord(name, axes, tuple(source_shapes[name]), coeffs.to(dtype), mean.float(),
-                                  std.float(), fan_in))
-    return records
+    collected = _GroupBlocks(group)
+    for parts in ordered_map(lambda read: _analyze_layer(group, read, transform, keep, params, device),
+                             group.layers(), pool):
+        collected.add(parts)
+    return list(collected.records(transform, keep, params, dtype))
 
 
 def _analyze_depth(blocks: torch.Tensor, transform: Transform, keep: int, params: Mapping[str, Any]) -> torch.Tensor:
@@ -282,12 +305,33 @@ def extract_groups(groups: Iterable[GeneGroup], transform: Transform, keep: Mapp
     """Records one gene group at a time, so a caller that stores each as it comes holds one group in memory.
 
     With ``workers`` > 1 on a CPU, that many layers are read and transformed at once, each on one torch thread:
-    FFTs and small products scale better across layers than inside one.
+    FFTs and small products scale better across layers than inside one. Layers flow across group boundaries,
+    and a few more are queued than there are workers, so the workers keep transforming the next group's layers
+    while this thread finishes a group (its depth transform) and the caller stores its records.
     """
-    with single_threaded_pool(workers, device) as pool:
+    def layers() -> Iterator[tuple[GeneGroup, Callable[[], Mapping[str, torch.Tensor]] | None]]:
         for group in groups:
-            yield from extract_group(group, transform, keep, params, dtype, device, pool)
-            release_memory()
+            empty = True
+            for read in group.layers():
+                empty = False
+                yield group, read
+            if empty:
+                yield group, None
+
+    def analyze(item: tuple[GeneGroup, Any]) -> tuple[GeneGroup, dict[str, tuple]]:
+        return item[0], _analyze_layer(item[0], item[1], transform, keep, params, device)
+
+    with single_threaded_pool(workers, device) as pool:
+        current: _GroupBlocks | None = None
+        for group, parts in ordered_map(analyze, layers(), pool, ahead=2 * workers):
+            if current is None or group is not current.group:
+                if current is not None:
+                    yield from current.records(transform, keep, params, dtype)
+                    release_memory()
+                current = _GroupBlocks(group)
+            current.add(parts)
+        if current is not None:
+            yield from current.records(transform, keep, params, dtype)
 
 
 def release_memory() -> None:
