@@ -205,11 +205,13 @@ def test_parallel_first_run_of_the_default_registry(tmp_path, monkeypatch):
 
 
 # -- 2. crashes --------------------------------------------------------------------------------------------------
-KILL_POINTS = ["add:serialized", "add:learngene-row", "add:gene-0", "add:gene-7", "add:genes-written",
-               "add:before-commit", "add:after-commit"]
+KILL_POINTS = ["stage:learngene-row", "stage:gene-0", "stage:gene-7", "stage:genes-written", "publish:before-commit",
+               "publish:after-commit"]
 
 
 def test_sigkill_during_add_never_leaves_a_partial_learngene(registry_url, tiny_bert_dir, tmp_path):
+    from zoo.registry.staging import drop_abandoned
+
     zoo.add_learngene(str(tiny_bert_dir), name="seed", registry=registry_url)
     reference = gene_hashes(registry_url, "seed")
     add = ["learngene", "add", tiny_bert_dir, "--name", "victim", "--registry", registry_url]
@@ -217,17 +219,51 @@ def test_sigkill_during_add_never_leaves_a_partial_learngene(registry_url, tiny_
         [(code, out)] = run_forked([add], tmp_path, env={"ZOO_TEST_KILL_AT": point})
         assert code == -signal.SIGKILL, (point, out)
         assert verified(registry_url) == [], point  # opens, integrity ok, no orphan genes
-        if point == "add:after-commit":  # committed before the kill: complete
+        if point == "publish:after-commit":  # committed before the kill: complete
             assert names_in(registry_url) == ["seed", "victim"]
             assert gene_hashes(registry_url, "victim") == reference
             zoo.remove_learngene("victim", registry=registry_url)
         else:
-            assert names_in(registry_url) == ["seed"], point
+            assert names_in(registry_url) == ["seed"], point  # the staged rows stay hidden
+            assert len(execute(registry_url, "SELECT id FROM learngenes WHERE name LIKE '~staging-%'")) == 1, point
         [(code, out)] = run_forked([add], tmp_path)  # the same add then succeeds
         assert code == 0, (point, out)
         assert gene_hashes(registry_url, "victim") == reference
         zoo.remove_learngene("victim", registry=registry_url)
+        with Registry(to_url(registry_url)) as reg:  # what the kill left is removed once it is stale
+            assert drop_abandoned(reg, stale_after_s=0) == (0 if point == "publish:after-commit" else 1)
+        assert execute(registry_url, "SELECT count(*) FROM genes WHERE learngene_id NOT IN "
+                                     "(SELECT id FROM learngenes WHERE name = 'seed')") == [(0,)], point
     assert gene_hashes(registry_url, "seed") == reference
+
+
+def test_a_failed_add_leaves_nothing_and_a_taken_name_fails_before_extracting(tiny_bert_dir, tmp_path, monkeypatch):
+    """An error in the middle of an add (here: the third gene cannot be stored) removes its staged rows at once;
+    adding under a taken name fails up front, leaving the stored learngene as it was."""
+    from zoo.registry import staging
+
+    registry = tmp_path / "r.db"
+    zoo.add_learngene(str(tiny_bert_dir), name="seed", registry=registry)
+    reference = gene_hashes(str(registry), "seed")
+    put = staging.StagedLearngene.put
+
+    def failing_put(self, record):
+        if self.genes == 2:
+            raise OSError("disk full (simulated)")
+        put(self, record)
+
+    monkeypatch.setattr(staging.StagedLearngene, "put", failing_put)
+    with pytest.raises(OSError, match="disk full"):
+        zoo.add_learngene(str(tiny_bert_dir), name="victim", registry=registry)
+    monkeypatch.undo()
+    assert execute(str(registry), "SELECT name FROM learngenes") == [("seed",)]
+    assert verified(str(registry)) == []
+
+    calls = []
+    monkeypatch.setattr(staging.StagedLearngene, "put", lambda self, record: calls.append(record))
+    with pytest.raises(zoo.DuplicateNameError, match="seed"):
+        zoo.add_learngene(str(tiny_bert_dir), name="seed", registry=registry)
+    assert calls == [] and gene_hashes(str(registry), "seed") == reference
 
 
 def test_sigkill_during_rm_and_migration(registry_url, tiny_bert_dir, tmp_path):

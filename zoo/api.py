@@ -7,9 +7,9 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from .pipeline import (STATS_RULES, STORAGE_DTYPES, extract_groups, gene_groups,
                        materialize_stream, parse_keep)
 from .plugins import catalog, pm
 from .registry import LearngeneInfo, Registry, open_registry
-from .registry.store import encode_gene, now
+from .registry.store import now
 from .sources import ASSET_FILES, resolve
 
 DEFAULT_KEEP = 1.0  # the ablations in docs/ablations.md: keep 1 trains best; lower it to store less
@@ -142,22 +142,32 @@ def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: An
         raise InvalidConfigError(f"--keep names roles this {adapter.name} model does not have: "
                                  f"{', '.join(unknown_roles)}; its roles: {', '.join(sorted(roles))}")
     info_name = check_name(name or _default_name(checkpoint, transform))
-    # The source's hash is a second full read: it runs on another thread while the genes are extracted. Encoded
-    # genes wait in a temporary file until the registry's transaction takes them one by one.
-    with ThreadPoolExecutor(1, thread_name_prefix="zoo-sha256") as hasher, tempfile.TemporaryFile() as spool:
+    info = LearngeneInfo(
+        name=info_name, family=adapter.name, source=checkpoint.hub_id or _describe_source(source), source_sha256="",
+        source_config=checkpoint.config, transform=transform, transform_params=params, keep=keep_ratios, dtype=dtype,
+        zoo_version=__version__, created_at=now(), parent=parent, notes=notes,
+    )
+    on_gpu = device is not None and device.type != "cpu"
+    records = _reading(source, extract_groups(groups, transform_obj, keep_ratios, params, STORAGE_DTYPES[dtype],
+                                              device=device if on_gpu else None, workers=EXTRACT_WORKERS))
+    # Three things overlap: the source's hash (a second full read) on one thread, the extraction (its workers and
+    # this thread), and the registry writes on another thread, one gene at a time while the next is extracted.
+    # The learngene becomes visible at publish, in one transaction (zoo.registry.staging).
+    # (the writer is left before the staging: a gene still being written when an error ends the add finishes first,
+    # and is then removed with the rest)
+    with ThreadPoolExecutor(1, thread_name_prefix="zoo-sha256") as hasher, reg.staging(info) as staged, \
+            ThreadPoolExecutor(1, thread_name_prefix="zoo-write") as writer, \
+            _bar(sum(len(g.genes) for g in groups), f"extract {info_name}", progress) as bar:
         digest = hasher.submit(checkpoint.sha256)
-        on_gpu = device is not None and device.type != "cpu"
-        records = _reading(source, extract_groups(groups, transform_obj, keep_ratios, params, STORAGE_DTYPES[dtype],
-                                                  device=device if on_gpu else None, workers=EXTRACT_WORKERS))
-        with _bar(sum(len(g.genes) for g in groups), f"extract {info_name}", progress) as bar:
-            payloads = [encode_gene(record, spool) for record in records if bar.update(1) or True]
-        info = LearngeneInfo(
-            name=info_name, family=adapter.name, source=checkpoint.hub_id or _describe_source(source),
-            source_sha256=digest.result(), source_config=checkpoint.config, transform=transform,
-            transform_params=params, keep=keep_ratios, dtype=dtype, zoo_version=__version__, created_at=now(),
-            parent=parent, notes=notes,
-        )
-        reg.add(info, payloads, checkpoint.assets)
+        written: Future[None] | None = None
+        for record in records:
+            if written is not None:
+                written.result()  # one gene in the writer's hands at a time: memory holds at most two
+            written = writer.submit(staged.put, record)
+            bar.update(1)
+        if written is not None:
+            written.result()
+        staged.publish(replace(info, source_sha256=digest.result(), created_at=now()), checkpoint.assets)
     return reg.get(info.name)
 
 
@@ -535,7 +545,6 @@ def save(model: torch.nn.Module, adapter: Any, out_dir: Path, assets: dict[str, 
 
 def _write_folder(out_dir: Path, write: Any, assets: dict[str, bytes], report: dict) -> None:
     import shutil
-    import tempfile
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))

@@ -411,6 +411,11 @@ def verify_cmd(names: tuple[str, ...], as_json: bool, registry: str | None) -> N
         status = "OK" if report.ok else f"{len(report.problems)} problem(s) found; nothing was changed"
         click.echo(f"registry {report.registry}: {report.learngenes} learngenes, {report.genes} genes, "
                    f"{report.assets} assets checked ({report.nbytes / 2**20:.1f} MiB): {status}")
+        if report.staged:
+            from .registry.staging import STALE_AFTER_S
+
+            click.echo(f"also {report.staged} learngene(s) being added, or left unfinished by an add that was killed "
+                       f"(hidden; the next add removes those untouched for {STALE_AFTER_S // 3600} hours)")
     if not report.ok:
         raise click.exceptions.Exit(1)
 

@@ -29,11 +29,10 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn, TypeVar
+from typing import Any, BinaryIO, ContextManager, NoReturn, TypeVar
 
 import torch
 from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from sqlalchemy import create_engine, delete, event, func, inspect, select, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
@@ -43,6 +42,7 @@ from ..errors import DuplicateNameError, RegistryError, UnknownNameError
 from .entities import GeneRecord, LazyGeneRecord, LearngeneInfo
 from .lock import setup_lock
 from .models import SqlAsset, SqlGene, SqlLearngene
+from .staging import STALE_AFTER_S, StagedLearngene, staging, visible
 
 EXAMPLE_NAME = "registry.db.example"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -359,7 +359,7 @@ class Registry:
     def _row(self, session: Session, name: str) -> SqlLearngene:
         row = session.scalar(select(SqlLearngene).where(SqlLearngene.name == name))
         if row is None:
-            names = session.scalars(select(SqlLearngene.name)).all()
+            names = session.scalars(visible(select(SqlLearngene.name))).all()
             raise UnknownNameError("learngene", name, names, hint="see `zoo learngene list`")
         return row
 
@@ -390,7 +390,7 @@ class Registry:
 
     def list(self, family: str | None = None) -> list[LearngeneInfo]:
         def work(session: Session) -> list[LearngeneInfo]:
-            query = select(SqlLearngene).order_by(SqlLearngene.created_at, SqlLearngene.id)
+            query = visible(select(SqlLearngene)).order_by(SqlLearngene.created_at, SqlLearngene.id)
             if family:
                 query = query.where(SqlLearngene.family == family)
             return [self._info(session, row) for row in session.scalars(query)]
@@ -459,6 +459,10 @@ class Registry:
         return found[-1] if found else None
 
     # -- writes ----------------------------------------------------------------------------------------------------
+    def staging(self, info: LearngeneInfo, stale_after_s: float = STALE_AFTER_S) -> ContextManager[StagedLearngene]:
+        """Store ``info``'s genes one by one as they come, then ``publish`` them at once (zoo.registry.staging)."""
+        return staging(self, info, stale_after_s)
+
     def add(self, info: LearngeneInfo, genes: Mapping[str, GeneRecord] | Iterable[GeneRecord],
             assets: dict[str, bytes] | None = None) -> None:
         """Store a learngene, its genes and assets in one transaction: all or nothing, even if the process dies.
@@ -595,34 +599,16 @@ def encode_gene(record: GeneRecord, spool: BinaryIO | None = None) -> dict[str, 
     their place is kept: a big learngene is encoded gene by gene before its transaction starts, without holding
     all of it, or a second copy of any gene, in memory.
     """
-    from ..safetensors_io import header, raw_bytes
+    from .staging import gene_parts
 
-    tensors = {
-        "coeffs": record.coeffs.detach().to("cpu").contiguous(),
-        "mean": record.mean.detach().to("cpu", torch.float32).contiguous(),
-        "std": record.std.detach().to("cpu", torch.float32).contiguous(),
-    }
-    coeffs = tensors["coeffs"]
+    columns, parts = gene_parts(record)
     if spool is None:
-        data: bytes | SpooledBytes = st_save(tensors)
-        digest, size = sha256(data), len(data)
-    else:
-        head, _ = header({key: (t.dtype, tuple(t.shape)) for key, t in tensors.items()})
-        spool.seek(0, os.SEEK_END)
-        offset = spool.tell()
-        hasher = hashlib.sha256(head)
-        spool.write(head)
-        for tensor in tensors.values():
-            chunk = raw_bytes(tensor)
-            hasher.update(chunk)
-            spool.write(chunk)
-        size = spool.tell() - offset
-        digest, data = hasher.hexdigest(), SpooledBytes(spool, offset, size)
-    return dict(
-        name=record.name, axes=json.dumps(list(record.axes)), source_shape=json.dumps(list(record.source_shape)),
-        shape=json.dumps(list(coeffs.shape)), dtype=str(coeffs.dtype).removeprefix("torch."), nbytes=size,
-        sha256=digest, data=data, fan_in=record.fan_in,
-    )
+        return {**columns, "data": b"".join(parts)}
+    spool.seek(0, os.SEEK_END)
+    offset = spool.tell()
+    for part in parts:
+        spool.write(part)
+    return {**columns, "data": SpooledBytes(spool, offset, columns["nbytes"])}
 
 
 def now() -> datetime:

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from .staging import is_staged
 from .store import Registry, _reason, decode_gene, sha256
 
 MAX_INTEGRITY_LINES = 20
@@ -27,6 +28,7 @@ MAX_INTEGRITY_LINES = 20
 class VerifyReport:
     registry: str
     learngenes: int = 0
+    staged: int = 0  # learngenes being written (or left by an add that died): not checked, not problems
     genes: int = 0
     assets: int = 0
     nbytes: int = 0
@@ -37,8 +39,8 @@ class VerifyReport:
         return not self.problems
 
     def to_json(self) -> dict[str, Any]:
-        return {"registry": self.registry, "ok": self.ok, "learngenes": self.learngenes, "genes": self.genes,
-                "assets": self.assets, "nbytes": self.nbytes, "problems": self.problems}
+        return {"registry": self.registry, "ok": self.ok, "learngenes": self.learngenes, "staged": self.staged,
+                "genes": self.genes, "assets": self.assets, "nbytes": self.nbytes, "problems": self.problems}
 
 
 def verify(reg: Registry, names: Iterable[str] = ()) -> VerifyReport:
@@ -61,6 +63,9 @@ def verify(reg: Registry, names: Iterable[str] = ()) -> VerifyReport:
             unknown = wanted - {r.name for r in rows}
             report.problems += [f"no learngene named '{n}'" for n in sorted(unknown)]
             for row in rows:
+                if is_staged(row.name):  # being written by an add, or abandoned by one that died (docs/registry.md)
+                    report.staged += 1
+                    continue
                 if wanted and row.name not in wanted:
                     continue
                 report.learngenes += 1
