@@ -110,7 +110,7 @@ def _dct_scipy(x: torch.Tensor, dim: int, keep: int) -> torch.Tensor:
     import scipy.fft
 
     full = torch.from_numpy(scipy.fft.dct(x.numpy(), type=2, axis=dim, norm="ortho"))
-    return full if keep == x.shape[dim] else full.narrow(dim, 0, keep).clone()
+    return full.narrow(dim, 0, keep)  # a view: callers copy what they keep (no second copy here)
 
 
 def _dct_fft(x: torch.Tensor, dim: int, keep: int) -> torch.Tensor:

@@ -324,14 +324,14 @@ def test_speed_benchmark_runs_at_smoke_size(tmp_path):
     out = tmp_path / "speed.json"
     assert speed.main(["--smoke", "--json", str(out), "--work", str(tmp_path / "work")]) == 0
     result = json.loads(out.read_text())
-    assert set(result["rows"]) == {"read (warm)", "add (warm)", "extract (warm)", "read (cold)", "add (cold)",
-                                   "extract (cold)", "random+save", "materialize"}
+    assert set(result["rows"]) == {f"{case} ({cache})" for case in ("read", "add", "add (hub)", "extract")
+                                   for cache in ("warm", "cold")} | {"random+save", "materialize"}
     for label, runs in result["rows"].items():
         for run in runs:
             assert math.isfinite(run["seconds"]) and run["seconds"] >= 0, label
             assert math.isfinite(run["peak_rss_mb"]) and run["peak_rss_mb"] > 50, label
     table = speed.render(result, "python bench/speed.py --smoke")
-    assert table.count("| learngene add") == 2 and table.count("| of which the transforms") == 2
+    assert table.count("| learngene add") == 4 and table.count("| of which the transforms") == 2
     assert "| materialize" in table
 
 
