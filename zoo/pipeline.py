@@ -28,6 +28,8 @@ EPS = 1e-12
 T = TypeVar("T")
 # Each transform pass over a layer runs in slices of about this many values (see _analyze_in_slices)
 SLICE_ELEMENTS = 1 << 20
+# Freed memory is handed back to the OS every this many layers (see release_memory)
+TRIM_EVERY = 8
 # The depth transform of a stacked gene runs over column slices of this many values
 CHUNK_ELEMENTS = 1 << 23
 # restore: each layer gets the source's mean and std. fan_in: the same, with std scaled by
@@ -247,6 +249,7 @@ class _GroupBlocks:
         self.source_shapes: dict[str, list[int]] = {}
 
     def add(self, parts: Mapping[str, tuple]) -> None:
+        self.layers += 1
         for name, (shape, block, std, mean) in parts.items():
             if not self.group.stacked:
                 self.blocks[name] = block
@@ -270,8 +273,10 @@ class _GroupBlocks:
             std, mean = (torch.stack(stds), torch.stack(means)) if group.stacked else (stds[0], means[0])
             if group.stacked:
                 coeffs = _analyze_depth(coeffs, transform, kept_size(group.depth, DEPTH, keep), params)
-            yield GeneRecord(name, axes, tuple(self.source_shapes[name]), coeffs.to(dtype), mean.float(),
-                             std.float(), fan_in)
+            coeffs = coeffs.to(dtype)
+            if coeffs.untyped_storage().nbytes() > 2 * coeffs.nbytes:
+                coeffs = coeffs.clone()  # the kept depth rows of the layers' buffer: let the rest of it go now
+            yield GeneRecord(name, axes, tuple(self.source_shapes[name]), coeffs, mean.float(), std.float(), fan_in)
 
 
 def extract_group(group: GeneGroup, transform: Transform, keep: Mapping[str, float], params: Mapping[str, Any],
@@ -330,6 +335,8 @@ def extract_groups(groups: Iterable[GeneGroup], transform: Transform, keep: Mapp
                     release_memory()
                 current = _GroupBlocks(group)
             current.add(parts)
+            if current.layers % TRIM_EVERY == 0:
+                release_memory()
         if current is not None:
             yield from current.records(transform, keep, params, dtype)
 

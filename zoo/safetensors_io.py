@@ -76,6 +76,8 @@ class SafetensorsReader(Mapping[str, torch.Tensor]):
                 return self._pread(fh.fileno(), shape, dtype, offset, nbytes)
             mapped = mmap.mmap(fh.fileno(), offset + nbytes - start, flags=mmap.MAP_PRIVATE,
                                prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
+        if hasattr(mapped, "madvise"):  # read it from disk in big requests now, not page by page on first touch
+            mapped.madvise(mmap.MADV_WILLNEED)
         # the tensor holds the mapping; it is unmapped when the last view of the tensor is freed
         return torch.frombuffer(mapped, dtype=dtype, count=nbytes // itemsize, offset=offset - start).view(shape)
 
