@@ -4,7 +4,6 @@ fault."""
 
 from __future__ import annotations
 
-import pytest
 import transformers
 
 pytest_plugins = ["pytester"]

@@ -37,7 +37,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 @contextmanager
-def _registry(registry: Registry | str | os.PathLike[str] | None, create: bool = False) -> Iterator[Registry]:
+def registry_session(registry: Registry | str | os.PathLike[str] | None, create: bool = False) -> Iterator[Registry]:
     """The given registry, or one opened (and closed again) from a location."""
     if isinstance(registry, Registry):
         yield registry
@@ -82,7 +82,8 @@ def find_adapter(config: dict[str, Any]) -> Any:
     raise UnknownNameError("model type", str(model_type), supported, hint="install a zoo plugin for it")
 
 
-def _default_name(checkpoint: Any, transform: str) -> str:
+def default_learngene_name(checkpoint: Any, transform: str) -> str:
+    """``<model>.<transform>``, the model named by its hub id, its folder or the source plugin's default."""
     if getattr(checkpoint, "default_name", None):
         base = checkpoint.default_name
     elif checkpoint.hub_id:
@@ -122,7 +123,8 @@ def add_learngene(
         check_name(name)
     params = check_params(transform_obj, params)
     dev = resolve_device(device)
-    with _registry(registry, create=True) as reg:  # open first: a broken registry fails before the slow extraction
+    # open first: a broken registry fails before the slow extraction
+    with registry_session(registry, create=True) as reg:
         return _add(reg, source, cat, transform, transform_obj, keep_ratios, name, dtype, params, parent, notes,
                     progress, dev)
 
@@ -141,9 +143,9 @@ def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: An
     if unknown_roles:
         raise InvalidConfigError(f"--keep names roles this {adapter.name} model does not have: "
                                  f"{', '.join(unknown_roles)}; its roles: {', '.join(sorted(roles))}")
-    info_name = check_name(name or _default_name(checkpoint, transform))
+    info_name = check_name(name or default_learngene_name(checkpoint, transform))
     info = LearngeneInfo(
-        name=info_name, family=adapter.name, source=checkpoint.hub_id or _describe_source(source), source_sha256="",
+        name=info_name, family=adapter.name, source=checkpoint.hub_id or describe_source(source), source_sha256="",
         source_config=checkpoint.config, transform=transform, transform_params=params, keep=keep_ratios, dtype=dtype,
         zoo_version=__version__, created_at=now(), parent=parent, notes=notes,
     )
@@ -218,7 +220,8 @@ def check_params(transform: Any, params: dict[str, Any] | None) -> dict[str, Any
     return validate(merged) if validate else merged
 
 
-def _describe_source(source: str) -> str:
+def describe_source(source: str) -> str:
+    """How a learngene records where it came from: an absolute path for local files, else what the user typed."""
     path = Path(source).expanduser()
     return str(path.resolve()) if path.exists() else source
 
@@ -316,7 +319,7 @@ def materialize(
     dev = resolve_device(device)
     sizes = dict(layers=layers, hidden=hidden, heads=heads, ffn=ffn, kv_heads=kv_heads, head_dim=head_dim,
                  positions=positions)
-    with _registry(registry) as reg:
+    with registry_session(registry) as reg:
         job = _plan(reg, arch, learngene, sizes, dev, strategy, stats, out, options)
         model = _build(job, progress)
         if job.out_dir is not None:
@@ -359,7 +362,7 @@ def materialize_to_disk(
     dev = resolve_device(device)
     sizes = dict(layers=layers, hidden=hidden, heads=heads, ffn=ffn, kv_heads=kv_heads, head_dim=head_dim,
                  positions=positions)
-    with _registry(registry) as reg:
+    with registry_session(registry) as reg:
         job = _plan(reg, arch, learngene, sizes, dev, strategy, stats, out, options, in_memory=False)
         assets = reg.assets(job.info.name)
         if not assemble.streamable(job.adapter):
@@ -565,15 +568,15 @@ def _write_folder(out_dir: Path, write: Any, assets: dict[str, bytes], report: d
 
 
 def list_learngenes(registry: Registry | str | None = None, family: str | None = None) -> list[LearngeneInfo]:
-    with _registry(registry) as reg:
+    with registry_session(registry) as reg:
         return reg.list(family=family)
 
 
 def show_learngene(name: str, registry: Registry | str | None = None) -> LearngeneInfo:
-    with _registry(registry) as reg:
+    with registry_session(registry) as reg:
         return reg.get(name, detail=True)
 
 
 def remove_learngene(name: str, registry: Registry | str | None = None) -> None:
-    with _registry(registry) as reg:
+    with registry_session(registry) as reg:
         reg.remove(name)

@@ -315,11 +315,11 @@ def refine_learngene(source: str, *, data: str, steps: int, lam: float = DEFAULT
     Nothing is written before training has finished.
     """
     from .api import (
-        _default_name,
-        _describe_source,
-        _registry,
         check_name,
+        default_learngene_name,
+        describe_source,
         find_adapter,
+        registry_session,
         resolve_device,
     )
     from .pipeline import STORAGE_DTYPES, extract
@@ -340,13 +340,14 @@ def refine_learngene(source: str, *, data: str, steps: int, lam: float = DEFAULT
     if not Path(str(data)).expanduser().exists() and data not in BUILTIN_TEXT:
         raise InvalidConfigError(f"--data {data!r} does not exist; give a text file or folder, a built-in corpus "
                                  f"({', '.join(BUILTIN_TEXT)}), or for ViTs a folder with one subfolder per class")
-    with _registry(registry, create=True) as reg:
+    with registry_session(registry, create=True) as reg:
         checkpoint = _checkpoint(source)
         adapter = find_adapter(checkpoint.config)
         sha = checkpoint.sha256()
         parent_info, spec = _find_parent(reg, sha, spec, parent)
         transform_obj, keep_ratios, params = spec.resolved()
-        parent_name = parent_info.name if parent_info else check_name(_default_name(checkpoint, spec.transform))
+        parent_name = (parent_info.name if parent_info
+                       else check_name(default_learngene_name(checkpoint, spec.transform)))
         refined_name = check_name(name or f"{parent_name}.refined")
         existing = {i.name for i in reg.list()}
         taken = [n for n in ([refined_name] + ([] if parent_info else [parent_name])) if n in existing]
@@ -365,7 +366,7 @@ def refine_learngene(source: str, *, data: str, steps: int, lam: float = DEFAULT
             parent_records = extract(adapter.to_genome(checkpoint.state_dict(), checkpoint.config), transform_obj,
                                      keep_ratios, params, storage)
         tail = result.losses[-min(10, len(result.losses)):]
-        base = {"family": adapter.name, "source": checkpoint.hub_id or _describe_source(source),
+        base = {"family": adapter.name, "source": checkpoint.hub_id or describe_source(source),
                 "source_sha256": sha, "source_config": checkpoint.config, "transform": spec.transform,
                 "transform_params": params, "keep": keep_ratios, "dtype": dtype, "zoo_version": __version__}
         refinement = {"lambda": lam, "steps": steps, "data": data if data in BUILTIN_TEXT else str(

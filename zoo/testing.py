@@ -265,7 +265,7 @@ def check_resize(adapter: Any, model_factory: Callable[[], Any], *, transform: A
     built = adapter.sizes(_config(model))
     differ = {role: (built.get(role), n) for role, n in target_sizes.items() if built.get(role) != n}
     if differ:
-        raise AssertionError(f"the built model's config reports other sizes than the target: "
+        raise AssertionError("the built model's config reports other sizes than the target: "
                              + ", ".join(f"{r} {b} (want {n})" for r, (b, n) in differ.items()))
     bad_params = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad_params:
