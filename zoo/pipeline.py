@@ -279,17 +279,6 @@ class _GroupBlocks:
             yield GeneRecord(name, axes, tuple(self.source_shapes[name]), coeffs, mean.float(), std.float(), fan_in)
 
 
-def extract_group(group: GeneGroup, transform: Transform, keep: Mapping[str, float], params: Mapping[str, Any],
-                  dtype: torch.dtype = torch.float32, device: Any = None,
-                  pool: WorkerPool | None = None) -> list[GeneRecord]:
-    """The records of one gene group; holds only the layers in flight of raw weights at a time."""
-    collected = _GroupBlocks(group)
-    for parts in ordered_map(lambda read: _analyze_layer(group, read, transform, keep, params, device),
-                             group.layers(), pool):
-        collected.add(parts)
-    return list(collected.records(transform, keep, params, dtype))
-
-
 def _analyze_depth(blocks: torch.Tensor, transform: Transform, keep: int, params: Mapping[str, Any]) -> torch.Tensor:
     """The depth axis's low-frequency block of the stacked layer blocks, written over the buffer's first rows
     (column slices at a time: each slice is read whole before its kept rows are written), so a big gene needs no
@@ -363,8 +352,8 @@ _malloc_trim = _find_malloc_trim()
 
 def extract_gene(gene: Gene, transform: Transform, keep: Mapping[str, float], params: Mapping[str, Any],
                  dtype: torch.dtype = torch.float32) -> GeneRecord:
-    (group,) = genome_groups({gene.name: gene})
-    return extract_group(group, transform, keep, params, dtype)[0]
+    (record,) = extract_groups(genome_groups({gene.name: gene}), transform, keep, params, dtype)
+    return record
 
 
 def extract(genome: Genome, transform: Transform, keep: Mapping[str, float], params: Mapping[str, Any],

@@ -26,14 +26,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, ContextManager, NoReturn, TypeVar
+from typing import Any, ContextManager, NoReturn, TypeVar
 
 import torch
 from safetensors.torch import load as st_load
-from sqlalchemy import create_engine, delete, event, func, inspect, select, text
+from sqlalchemy import create_engine, delete, event, inspect, select, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,7 +41,8 @@ from ..errors import DuplicateNameError, RegistryError, UnknownNameError
 from .entities import GeneRecord, LazyGeneRecord, LearngeneInfo
 from .lock import setup_lock
 from .models import SqlAsset, SqlGene, SqlLearngene
-from .staging import STALE_AFTER_S, StagedLearngene, staging, visible
+from .staging import (STALE_AFTER_S, StagedLearngene, gene_parts, insert_gene, learngene_columns, staging,
+                      visible)
 
 EXAMPLE_NAME = "registry.db.example"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -466,45 +466,21 @@ class Registry:
     def add(self, info: LearngeneInfo, genes: Mapping[str, GeneRecord] | Iterable[GeneRecord],
             assets: dict[str, bytes] | None = None) -> None:
         """Store a learngene, its genes and assets in one transaction: all or nothing, even if the process dies.
-
-        ``genes`` may be a generator (streaming extraction), or genes already encoded by :func:`encode_gene`: each
-        record is serialized as it comes and dropped, so only the stored bytes are held, never the tensors.
-        """
+        (``zoo learngene add`` stores gene by gene while extracting instead: :meth:`staging`.)"""
         records = genes.values() if isinstance(genes, Mapping) else genes
-        # serialize before touching the database (already-encoded genes, from encode_gene, pass through)
-        payloads = [record if isinstance(record, dict) else encode_gene(record) for record in records]
+        payloads = [gene_parts(record) for record in records]  # hashed before touching the database
         crash_point("add:serialized")
 
         def work(session: Session) -> None:
             if session.scalar(select(SqlLearngene.id).where(SqlLearngene.name == info.name)) is not None:
                 raise _duplicate(info.name)
             parent_id = self._row(session, info.parent).id if info.parent else None
-            row = SqlLearngene(
-                name=info.name, family=info.family, source=info.source, source_sha256=info.source_sha256,
-                source_config=json.dumps(info.source_config, sort_keys=True), transform=info.transform,
-                transform_params=json.dumps(info.transform_params, sort_keys=True),
-                keep=json.dumps(info.keep, sort_keys=True), dtype=info.dtype, zoo_version=info.zoo_version,
-                created_at=info.created_at, parent_id=parent_id, notes=info.notes,
-                refinement=json.dumps(info.refinement, sort_keys=True) if info.refinement is not None else None,
-            )
+            row = SqlLearngene(parent_id=parent_id, **learngene_columns(info))
             session.add(row)
             session.flush()
             crash_point("add:learngene-row")
-            # SQLite takes a spooled gene's bytes in place, written piece by piece into a blob of the right size: no
-            # gene-sized bytes object, and about a third less time for a big learngene
-            blob_writer = _sqlite_blob_writer(session)
-            for i, columns in enumerate(payloads):  # fresh ORM rows per attempt: a retried transaction starts clean
-                data = columns["data"]
-                in_place = blob_writer is not None and isinstance(data, SpooledBytes)
-                if isinstance(data, SpooledBytes):
-                    data = func.zeroblob(data.size) if in_place else data.read()
-                gene_row = SqlGene(learngene_id=row.id, **{**columns, "data": data})
-                session.add(gene_row)
-                session.flush()
-                if in_place:
-                    with blob_writer(SqlGene.__tablename__, "data", gene_row.id) as blob:
-                        columns["data"].copy_to(blob.write)
-                session.expunge(gene_row)  # written: let its bytes go, so memory holds one gene, not the learngene
+            for i, (columns, parts) in enumerate(payloads):  # fresh ORM rows per attempt: a retry starts clean
+                insert_gene(session, row.id, columns, parts)
                 crash_point(f"add:gene-{i}")
             crash_point("add:genes-written")
             for filename, data in (assets or {}).items():
@@ -554,61 +530,6 @@ def decode_gene(data: bytes, expected_sha256: str, name: str, gene: str) -> dict
     if missing:
         raise RegistryError(f"learngene '{name}' gene '{gene}' lacks tensors {sorted(missing)}")
     return tensors
-
-
-@dataclass(frozen=True)
-class SpooledBytes:
-    """Bytes parked in a temporary file until the database takes them (see :func:`encode_gene`)."""
-
-    file: BinaryIO
-    offset: int
-    size: int
-
-    def read(self) -> bytes:
-        self.file.seek(self.offset)
-        data = self.file.read(self.size)
-        if len(data) != self.size:
-            raise RegistryError("the temporary file holding an encoded gene was cut short")
-        return data
-
-    def copy_to(self, write: Callable[[memoryview], Any], block: int = 1 << 22) -> None:
-        """Hand the bytes to ``write`` in pieces, through one reused buffer."""
-        buffer = bytearray(min(block, self.size))
-        view = memoryview(buffer)
-        self.file.seek(self.offset)
-        left = self.size
-        while left:
-            got = self.file.readinto(view[: min(left, len(buffer))])
-            if not got:
-                raise RegistryError("the temporary file holding an encoded gene was cut short")
-            write(view[:got])
-            left -= got
-
-
-def _sqlite_blob_writer(session: Session) -> Callable[..., Any] | None:
-    """``blobopen`` of the session's SQLite connection (Python 3.11+), or None (another database, older Python)."""
-    if session.get_bind().dialect.name != "sqlite":
-        return None
-    return getattr(session.connection().connection.driver_connection, "blobopen", None)
-
-
-def encode_gene(record: GeneRecord, spool: BinaryIO | None = None) -> dict[str, Any]:
-    """A gene's table columns, its tensors serialized as safetensors bytes.
-
-    With ``spool`` (a temporary file), the bytes are written there, straight from the tensors' memory, and only
-    their place is kept: a big learngene is encoded gene by gene before its transaction starts, without holding
-    all of it, or a second copy of any gene, in memory.
-    """
-    from .staging import gene_parts
-
-    columns, parts = gene_parts(record)
-    if spool is None:
-        return {**columns, "data": b"".join(parts)}
-    spool.seek(0, os.SEEK_END)
-    offset = spool.tell()
-    for part in parts:
-        spool.write(part)
-    return {**columns, "data": SpooledBytes(spool, offset, columns["nbytes"])}
 
 
 def now() -> datetime:
