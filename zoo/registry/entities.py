@@ -64,11 +64,19 @@ class LearngeneInfo:
     parent: str | None = None
     notes: str | None = None
     refinement: dict[str, Any] | None = None  # how it was refined from ``parent`` (zoo refine); None: extracted as is
+    calibration: bytes | None = None  # importance scores (zoo.importance.Calibration bytes); None: not calibrated
     genes: int = 0
     nbytes: int = 0
     gene_summary: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def calibration_meta(self) -> dict[str, Any] | None:
+        from zoo.importance import read_meta
+
+        return read_meta(self.calibration) if self.calibration else None
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["created_at"] = self.created_at.isoformat(timespec="seconds")
+        data["calibration"] = self.calibration_meta
         return data

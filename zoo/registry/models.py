@@ -30,6 +30,8 @@ class SqlLearngene(Base):
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("learngenes.id", ondelete="SET NULL"), nullable=True)
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)
     refinement: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON (added in 0003): see zoo.refine_train
+    # safetensors bytes (added in 0004): importance scores from calibration, see zoo.importance
+    calibration: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
     genes: Mapped[list[SqlGene]] = relationship(back_populates="learngene", cascade="all, delete-orphan")
     assets: Mapped[list[SqlAsset]] = relationship(back_populates="learngene", cascade="all, delete-orphan")

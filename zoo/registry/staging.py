@@ -182,6 +182,7 @@ def learngene_columns(info: LearngeneInfo) -> dict[str, Any]:
         transform_params=json.dumps(info.transform_params, sort_keys=True), keep=json.dumps(info.keep, sort_keys=True),
         dtype=info.dtype, zoo_version=info.zoo_version, created_at=info.created_at, notes=info.notes,
         refinement=json.dumps(info.refinement, sort_keys=True) if info.refinement is not None else None,
+        calibration=info.calibration,
     )
 
 

@@ -51,7 +51,7 @@ BUSY_RETRIES = 3  # then the whole transaction is retried this many times, with 
 PG_SETUP_LOCK = 0x7A6F6F  # advisory lock key ("zoo") serializing schema setup on a PostgreSQL registry
 T = TypeVar("T")
 # The newest migration in migrations/versions, so opening a registry need not import alembic (checked by a test).
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 
 
 def crash_point(name: str) -> None:
@@ -385,6 +385,7 @@ class Registry:
             transform_params=json.loads(row.transform_params), keep=json.loads(row.keep), dtype=row.dtype,
             zoo_version=row.zoo_version, created_at=row.created_at, parent=parent, notes=row.notes,
             refinement=json.loads(row.refinement) if row.refinement else None,
+            calibration=bytes(row.calibration) if row.calibration is not None else None,
             genes=len(genes), nbytes=sum(g.nbytes for g in genes), gene_summary=summary,
         )
 
