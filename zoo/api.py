@@ -18,17 +18,21 @@ import torch
 from . import __version__
 from .adapters import DEFAULT_MAX_PARAMS
 from .calibrate import depth_calibrated
+from .calibration import DEFAULT_SAMPLES, calibrate as run_calibration, genome_of
+from .genes import DEPTH, shape_for
+from .importance import Calibration, ordered_groups
 from .errors import InvalidConfigError, UnknownNameError, ZooError
 from .genes import resizable
 from . import assemble
-from .pipeline import (STATS_RULES, STORAGE_DTYPES, extract_groups, gene_groups, materialize as materialize_genes,
-                       materialize_stream, parse_keep)
+from .pipeline import (STATS_RULES, STORAGE_DTYPES, extract_groups, gene_groups, kept_size,
+                       materialize as materialize_genes, materialize_stream, parse_keep)
 from .plugins import catalog, pm
 from .registry import LearngeneInfo, Registry, open_registry
 from .registry.store import now
 from .sources import ASSET_FILES, resolve
 
 DEFAULT_KEEP = 1.0  # the ablations in docs/ablations.md: keep 1 trains best; lower it to store less
+DEFAULT_TRANSFORM = "ordered"  # docs/results.md: it trains fastest on every family
 # layers (extracting) or genes (materializing) worked on at once, each on one torch thread: FFTs and small
 # products scale better across tensors than inside one (docs/performance.md)
 EXTRACT_WORKERS = max(1, min(4, os.cpu_count() or 1))
@@ -98,7 +102,7 @@ def default_learngene_name(checkpoint: Any, transform: str) -> str:
 def add_learngene(
     source: str,
     *,
-    transform: str = "dct",
+    transform: str = DEFAULT_TRANSFORM,
     keep: float | str | dict[str, float] | None = DEFAULT_KEEP,
     name: str | None = None,
     dtype: str = "float32",
@@ -108,8 +112,14 @@ def add_learngene(
     notes: str | None = None,
     progress: bool = False,
     device: str | torch.device | None = "auto",
+    calibrate: str | os.PathLike[str] = "default",
+    calibrate_samples: int = DEFAULT_SAMPLES,
 ) -> LearngeneInfo:
     """Extract a learngene from ``source`` (folder, file, hub id or alias) and store it in the registry.
+
+    A transform that orders units by importance (``ordered``) needs calibration: ``calibrate`` is ``"default"``
+    (built-in prose for language models, photographs for vision), a folder or file of your own data, or
+    ``"none"`` (scores from the weights alone); ``calibrate_samples`` sequences or images are run once.
 
     Safetensors checkpoints are read one tensor at a time and each gene is encoded as soon as it is extracted,
     so memory holds one gene group, not the checkpoint (docs/performance.md). ``device``: where the transforms run
@@ -126,12 +136,13 @@ def add_learngene(
     # open first: a broken registry fails before the slow extraction
     with registry_session(registry, create=True) as reg:
         return _add(reg, source, cat, transform, transform_obj, keep_ratios, name, dtype, params, parent, notes,
-                    progress, dev)
+                    progress, dev, (calibrate, calibrate_samples))
 
 
 def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: Any, keep_ratios: dict[str, float],
          name: str | None, dtype: str, params: dict[str, Any] | None, parent: str | None,
-         notes: str | None, progress: bool = False, device: torch.device | None = None) -> LearngeneInfo:
+         notes: str | None, progress: bool = False, device: torch.device | None = None,
+         calibrate: tuple[Any, int] = ("default", DEFAULT_SAMPLES)) -> LearngeneInfo:
     checkpoint = pm.hook.resolve_source(source=source)
     if checkpoint is None:
         aliases = {a: hub for e in cat.architectures.values() for a, hub in getattr(e.obj, "source_aliases", {}).items()}
@@ -144,14 +155,32 @@ def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: An
         raise InvalidConfigError(f"--keep names roles this {adapter.name} model does not have: "
                                  f"{', '.join(unknown_roles)}; its roles: {', '.join(sorted(roles))}")
     info_name = check_name(name or default_learngene_name(checkpoint, transform))
+    calibration, selected = None, False
+    if getattr(transform_obj, "needs_calibration", False):
+        if keep_ratios.get(DEPTH, 1.0) != 1.0:
+            raise InvalidConfigError(f"transform '{transform}' keeps every layer (materialization picks them); "
+                                     f"drop depth from --keep")
+        if keep_ratios["*"] != 1.0:  # a plain ratio ranks the width axes; every layer is kept
+            keep_ratios = {**keep_ratios, DEPTH: 1.0}
+        with torch.no_grad():
+            calibration = run_calibration(adapter, checkpoint, genome_of(groups), calibrate[0], calibrate[1],
+                                          device=device)
+        if any(ratio < 1.0 for ratio in keep_ratios.values()):  # store the most important units only
+            groups = list(ordered_groups(groups, calibration, lambda role, n: kept_size(n, role, keep_ratios)))
+            selected = True
     info = LearngeneInfo(
         name=info_name, family=adapter.name, source=checkpoint.hub_id or describe_source(source), source_sha256="",
         source_config=checkpoint.config, transform=transform, transform_params=params, keep=keep_ratios, dtype=dtype,
         zoo_version=__version__, created_at=now(), parent=parent, notes=notes,
+        calibration=calibration.to_bytes() if calibration is not None else None,
     )
     on_gpu = device is not None and device.type != "cpu"
-    records = _reading(source, extract_groups(groups, transform_obj, keep_ratios, params, STORAGE_DTYPES[dtype],
-                                              device=device if on_gpu else None, workers=EXTRACT_WORKERS))
+    records = _reading(source, extract_groups(groups, transform_obj, {"*": 1.0} if selected else keep_ratios, params,
+                                              STORAGE_DTYPES[dtype], device=device if on_gpu else None,
+                                              workers=EXTRACT_WORKERS))
+    if selected:  # the layers were read already cut to their kept units: record the source's own shapes
+        sizes = adapter.sizes(checkpoint.config)
+        records = (replace(r, source_shape=shape_for(r.axes, sizes)) for r in records)
     # Three things overlap: the source's hash (a second full read) on one thread, the extraction (its workers and
     # this thread), and the registry writes on another thread, one gene at a time while the next is extracted.
     # The learngene becomes visible at publish, in one transaction (zoo.registry.staging).
@@ -414,7 +443,7 @@ def _plan(reg: Registry, arch: str | None, learngene: str | None, requested: dic
     info, adapter = pick_learngene(reg, arch, learngene)
     cat = catalog()
     transform = cat.transform(info.transform)
-    strategy_obj = cat.resize_strategy(strategy or getattr(transform, "default_strategy", "spectral"))
+    strategy_obj = bind_strategy(cat, transform, info, strategy)
     if stats not in STATS_RULES:
         raise InvalidConfigError(f"unknown statistics rule '{stats}'; valid choices: {', '.join(STATS_RULES)}")
     config = adapter.target_config(info.source_config, **requested)
@@ -430,9 +459,24 @@ def _plan(reg: Registry, arch: str | None, learngene: str | None, requested: dic
     # parameters keep their fresh init and show up in the report
     skipped = sorted(n for n, r in records.items() if not _fits(r, sizes))
     # genes tuned to the source's last layer stay at their init in a shallower target (see zoo.calibrate)
-    reset = depth_calibrated(adapter, records, sizes)
+    reset = [] if getattr(strategy_obj, "keeps_last_layer", False) else depth_calibrated(adapter, records, sizes)
     records = {n: r for n, r in records.items() if n not in skipped and n not in reset}
     return _Job(info, adapter, transform, strategy_obj, config, records, sizes, skipped, reset, stats, dev, out_dir)
+
+
+def bind_strategy(cat: Any, transform: Any, info: LearngeneInfo, strategy: str | None) -> Any:
+    """The resize strategy for a learngene: the named one (else the transform's default), bound to the
+    learngene's calibration when it needs one; a transform may name the only strategies that fit its basis."""
+    name = strategy or getattr(transform, "default_strategy", "spectral")
+    allowed = getattr(transform, "strategies", None)  # the only ones that can read it at keep < 1
+    if allowed is not None and name not in allowed and any(ratio < 1.0 for ratio in info.keep.values()):
+        raise InvalidConfigError(f"learngene '{info.name}' ({info.transform}) materializes only with --strategy "
+                                 f"{' or '.join(allowed)}; for '{name}' add a dct learngene of the same source")
+    strategy_obj = cat.resize_strategy(name)
+    if getattr(strategy_obj, "needs_calibration", False):
+        calibration = Calibration.from_bytes(info.calibration) if info.calibration else None
+        strategy_obj = strategy_obj.for_learngene(calibration)
+    return strategy_obj
 
 
 def _genes(job: _Job) -> Iterator[tuple[str, int | None, torch.Tensor]]:

@@ -9,7 +9,9 @@ that confidence. With the gain at its init (ones) the same weights start at 9.95
 of 6.51 (random init: 6.93); see docs/results.md.
 
 An adapter lists such genes in ``depth_calibrated_genes``; they are transferred when the target is at least as deep
-as the source (growing or same-depth resizes keep them: at the source size zoo reproduces the source exactly).
+as the source (growing or same-depth resizes keep them: at the source size zoo reproduces the source exactly), and
+when the resize strategy keeps the source's last block in a shallower target (``keeps_last_layer``: the ordered
+strategy does), since their input is then that block's output again.
 """
 
 from __future__ import annotations

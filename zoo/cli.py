@@ -98,7 +98,8 @@ def learngene() -> None:
 
 @learngene.command("add")
 @click.argument("source")
-@click.option("--transform", default="dct", show_default=True, help="Transform plugin (see `zoo plugins`).")
+@click.option("--transform", default=api.DEFAULT_TRANSFORM, show_default=True,
+              help="Transform plugin (see `zoo plugins`): ordered (calibrated, the default), dct (FRONT), dwt (BoT).")
 @click.option("--keep", default=str(api.DEFAULT_KEEP), show_default=True,
               help="Share of low frequencies kept per axis: 1 (everything; trains best), 0.5, or per role: "
                    "'hidden=0.5,depth=1'.")
@@ -110,12 +111,17 @@ def learngene() -> None:
 @click.option("--wavelet", help="dwt: wavelet [haar]; same as --param wavelet=NAME.")
 @click.option("--level", type=click.IntRange(min=0), help="dwt: decomposition level; overrides --keep (0 keeps all).")
 @click.option("--mode", help="dwt: boundary mode [periodization]; same as --param mode=NAME.")
+@click.option("--calibrate", "calibrate", default="default", show_default=True, metavar="default|none|PATH",
+              help="ordered: data the source runs on once to rank its units: built-in prose or photographs, none "
+                   "(weights only), or a folder of your .txt/.md files or images.")
+@click.option("--calibrate-samples", type=int, default=api.DEFAULT_SAMPLES, show_default=True,
+              help="ordered: calibration sequences (128 tokens each) or images.")
 @click.option("--device", default="auto", show_default=True, help="Where the transforms run: auto, cpu, cuda or cuda:N.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar (bars only ever show on a terminal).")
 @registry_option
 def learngene_add(source: str, transform: str, keep: str, name: str | None, dtype: str, params: tuple[str, ...],
-                  wavelet: str | None, level: int | None, mode: str | None, device: str, quiet: bool,
-                  registry: str | None) -> None:
+                  wavelet: str | None, level: int | None, mode: str | None, calibrate: str, calibrate_samples: int,
+                  device: str, quiet: bool, registry: str | None) -> None:
     """Extract a learngene from SOURCE and store it.
 
     SOURCE is a local Hugging Face folder or .safetensors file, a hub id (gpt2, google-bert/bert-base-uncased) or
@@ -123,9 +129,19 @@ def learngene_add(source: str, transform: str, keep: str, name: str | None, dtyp
     """
     sugar = {k: v for k, v in dict(wavelet=wavelet, level=level, mode=mode).items() if v is not None}
     info = api.add_learngene(source, transform=transform, keep=keep, name=name, dtype=dtype, registry=registry,
-                             params={**parse_params(params), **sugar}, progress=not quiet, device=device)
+                             params={**parse_params(params), **sugar}, progress=not quiet, device=device,
+                             calibrate=calibrate, calibrate_samples=calibrate_samples)
     click.echo(f"added learngene '{info.name}' ({info.family}, {info.transform}, keep {_keep(info.keep)}, "
                f"{info.genes} genes, {info.nbytes / 2**20:.1f} MiB) from {info.source}")
+    if info.calibration_meta:
+        click.echo(f"calibrated on {_calibration(info.calibration_meta)}")
+
+
+def _calibration(meta: dict[str, Any]) -> str:
+    amount = f"{meta['tokens']} tokens" if "tokens" in meta else (f"{meta['images']} images" if "images" in meta
+                                                                    else "")
+    return f"{meta.get('data')}" + (f", {meta.get('samples')} samples ({amount})" if amount else "") + \
+        f", {meta.get('seconds')} s" + (f" on {meta['device']}" if meta.get("device") else "")
 
 
 def parse_params(items: tuple[str, ...], option: str = "--param") -> dict[str, Any]:
@@ -194,6 +210,8 @@ def learngene_show(name: str, as_json: bool, registry: str | None) -> None:
     click.echo(f"sha256:     {info.source_sha256}")
     click.echo(f"transform:  {info.transform} {json.dumps(info.transform_params) if info.transform_params else ''}")
     click.echo(f"keep:       {_keep(info.keep)}")
+    if info.calibration_meta:
+        click.echo(f"calibrated: {_calibration(info.calibration_meta)}")
     click.echo(f"stored:     {info.genes} genes, {info.nbytes / 2**20:.2f} MiB ({info.dtype})")
     click.echo(f"created:    {info.created_at.isoformat(timespec='seconds')} (zoo {info.zoo_version})")
     if info.parent:

@@ -32,6 +32,7 @@ BUILTIN_PLUGINS = (
     "zoo_plugins.dwt",
     "zoo_plugins.wavelet",
     "zoo_plugins.baselines",
+    "zoo_plugins.ordered",
 )
 
 pm = pluggy.PluginManager("zoo")

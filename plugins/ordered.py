@@ -1,0 +1,327 @@
+"""The ordered learngene: each axis in the order of its units' importance, so that "keep the first coefficients"
+keeps what matters.
+
+FRONT keeps the first DCT coefficients of every axis. That compacts energy on smooth, ordered axes (positions,
+a little depth), but a neuron axis's order is arbitrary, so in the DCT basis it looks like noise and a crop keeps
+about what a random rotation would (docs/spectra.md). Here every width axis is ranked instead, by calibration
+(``zoo.calibration``): one ranking of the residual channels shared by every layer, and per layer a ranking of the
+feed-forward neurons and of the attention heads (grouped-query heads as groups). The same units are kept for
+every reader and writer of an axis, and units are never blended across a nonlinearity.
+
+* transform ``ordered``: the identity basis. At keep 1 the learngene stores the source's weights as they are (and
+  materializing at the source size gives the source back, exactly); at a smaller keep it stores the most
+  important units of each ranked axis, in their source order. It declares ``needs_calibration``, so ``learngene
+  add`` calibrates the source first, and stores the scores with the learngene.
+* strategy ``ordered``: builds the target from those weights. Shrinking keeps the most important units of each
+  axis and the layers chosen by ``depth`` (by default the first ones; see docs/ablations.md). Growing
+  replicates the most important units first, divides every replicated input so that linear maps compute what they
+  did (Net2Net), and breaks the copies' symmetry with HyperCloning's +N/-N noise on the replicated inputs, which
+  cancels exactly; growing depth stacks copies of the most influential layers next to their originals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from zoo import InvalidConfigError, hookimpl
+from zoo.genes import DEPTH, resizable
+from zoo.importance import Calibration, depth_order, descending, top_heads, top_units, unit_scores
+from zoo_plugins.baselines import duplicate_indices, select_indices
+
+# axes whose first units are the ones to keep when shrinking (a table indexed by position)
+LEADING_ROLES = frozenset({"positions", "registers"})
+
+
+class OrderedTransform:
+    name = "ordered"
+    description = "identity basis, units ranked by calibration: keep < 1 stores the most important; keep 1 is exact"
+    default_strategy = "ordered"
+    needs_calibration = True
+    strategies = ("ordered",)  # at keep < 1 only this strategy knows which source units were stored
+
+    def analyze(self, x: torch.Tensor, dim: int, keep: int, **params: Any) -> torch.Tensor:
+        return x.narrow(dim, 0, min(keep, x.shape[dim]))
+
+    def synthesize(self, coeffs: torch.Tensor, dim: int, size: int, **params: Any) -> torch.Tensor:
+        n = coeffs.shape[dim]
+        if size <= n:
+            return coeffs.narrow(dim, 0, size)
+        pad = list(coeffs.shape)
+        pad[dim] = size - n
+        return torch.cat([coeffs, coeffs.new_zeros(pad)], dim=dim)
+
+
+def _stored_scores(calibration: Calibration, role: str, layer: int | None, source: int,
+                   stored: int) -> torch.Tensor | None:
+    """Scores of the units a learngene stores along this axis (the ``stored`` best of ``source``, in source
+    order), or None for axes calibration does not rank."""
+    scores = unit_scores(calibration, role, layer)
+    if role == "kv_heads" and scores is not None:
+        scores = scores.reshape(source, -1).sum(-1)
+    if scores is None or scores.numel() != source:
+        return None
+    return scores if stored == source else scores[top_units(scores, stored)]
+
+
+def _ranked_index(scores: torch.Tensor, m: int) -> torch.Tensor:
+    """``m`` of these units: the most important ones, in their order; or every unit, then the most important again."""
+    n = scores.numel()
+    if m <= n:
+        return top_units(scores, m)
+    return torch.cat([torch.arange(n), descending(scores)[torch.arange(m - n) % n]])
+
+
+def _unit_index(calibration: Calibration, role: str, layer: int | None, source: int, stored: int,
+                m: int) -> torch.Tensor | None:
+    """Which stored unit each of ``m`` target units takes (None: all of them, as they are)."""
+    if m == stored == source:
+        return None
+    scores = _stored_scores(calibration, role, layer, source, stored)
+    if scores is not None:
+        return _ranked_index(scores, m)
+    if m == stored:
+        return None
+    if m < stored:
+        if role in LEADING_ROLES:
+            return torch.arange(m)
+        return select_indices(stored, m)  # e.g. head_dim: an even spread keeps RoPE's frequencies spread
+    return duplicate_indices(stored, m)
+
+
+def _head_map(calibration: Calibration, layer: int | None, source: tuple[int, int], stored: tuple[int, int],
+              target: tuple[int, int]) -> torch.Tensor | None:
+    """Grouped-query heads: flat indices into the stored ``(kv_heads, q_per_kv)`` for the target's, groups and
+    the heads within each group ranked by score (a query head stays in its group)."""
+    if stored == target == source:
+        return None
+    scores = unit_scores(calibration, "heads", layer)
+    (gs, qs), (gn, qn), (gm, qm) = source, stored, target
+    if scores is None or scores.numel() != gs * qs:
+        scores = torch.ones(gs * qs)
+    if (gn, qn) != (gs, qs):
+        scores = scores[top_heads(scores, gs, gn, qn)]
+    grid = scores.reshape(gn, qn)
+    groups = _ranked_index(grid.sum(-1), gm)
+    return torch.cat([_ranked_index(grid[g], qm) + g * qn for g in groups.tolist()])
+
+
+def _layer_map(order: torch.Tensor, layers: int, m: int) -> torch.Tensor:
+    """Source layer of each of ``m`` target layers, in depth order: the ``m`` most worth keeping, or every layer
+    and then copies of the most influential ones (each copy next to its original)."""
+    if m <= layers:
+        return order[:m].sort().values
+    extra = order[torch.arange(m - layers) % layers]
+    return torch.cat([torch.arange(layers), extra]).sort(stable=True).values
+
+
+@dataclass(frozen=True)
+class OrderedStrategy:
+    """``noise``: std of the symmetry-breaking noise on replicated inputs, relative to the gene's std (0: none).
+    ``norm_gain``: scale a norm's gain by ``sqrt(rho * D / d)`` when residual channels are dropped (rho: the
+    energy share of the kept channels at the norm's input), so its kept outputs keep their scale. ``depth``:
+    ``influence`` (first and last block, then by block influence) or ``first`` (the first layers). ``stack``, when
+    growing depth: ``copy`` (a copied layer as it is), ``zero`` (the copy's writers into the residual stream start
+    at zero: the block adds nothing until trained) or ``half`` (the original's and the copy's writers halved);
+    ``grow_depth``: which layers are copied, ``influence`` (the most influential) or ``spread`` (evenly, as
+    the duplicate baseline stacks); ``grow_units``: which units are copied when an axis grows, ``important``
+    (the most important first) or ``spread`` (evenly over the axis)."""
+
+    name: str = "ordered"
+    description: str = ("keep the most important units and layers (calibrated order); grow by replicating the "
+                        "most important ones, function-preserving, with symmetry-breaking noise")
+    needs_calibration: bool = True
+    noise: float = 0.01
+    norm_gain: bool = False
+    depth: str = "ends"
+    stack: str = "copy"
+    grow_depth: str = "spread"
+    grow_units: str = "spread"
+    calibration: Calibration | None = None
+    seed: int = 0
+
+    @property
+    def keeps_last_layer(self) -> bool:
+        """A shallower target still ends with the source's last block, so genes tuned to its output (a decoder's
+        final norm, ``zoo.calibrate``) fit and are transferred."""
+        return self.depth in ("ends", "influence")
+
+    def for_learngene(self, calibration: Calibration | None) -> OrderedStrategy:
+        """This strategy bound to a learngene's calibration (zoo does this before materializing)."""
+        return replace(self, calibration=calibration)
+
+    def _calibration(self) -> Calibration:
+        if self.calibration is None:
+            raise InvalidConfigError("resize strategy 'ordered' needs a calibrated learngene (one added with "
+                                     "--transform ordered); for this one use --strategy spectral, select or duplicate")
+        return self.calibration
+
+    def resize_weights(self, record: Any, target_shape: Sequence[int], transform: Any,
+                       params: Mapping[str, Any]) -> torch.Tensor:
+        """Target weights from the stored units of one gene (all of them at keep 1: the source's weights)."""
+        if getattr(transform, "name", None) != "ordered":
+            raise InvalidConfigError(f"resize strategy 'ordered' needs an ordered learngene; this one's transform is "
+                                     f"'{transform.name}' (use --strategy spectral, select or duplicate)")
+        calibration = self._calibration()
+        w = record.coeffs.to(torch.float32)
+        mean, std = record.mean.float().to(w.device), record.std.float().to(w.device)
+        if record.stacked:
+            shape = (-1, *([1] * (w.dim() - 1)))
+            w = w * std.reshape(shape) + mean.reshape(shape)
+        else:
+            w = w * std + mean
+        gen = torch.Generator().manual_seed(self.seed + sum(map(ord, record.name)))
+        if not record.stacked:
+            return self._layer(w, record.axes, tuple(target_shape), tuple(record.source_shape), record, None, gen)
+        n, m = int(w.shape[0]), int(target_shape[0])
+        if m > n and self.grow_depth == "spread":
+            layers = duplicate_indices(n, m)
+        else:
+            layers = _layer_map(_depth_ranking(calibration, self.depth, n, m), n, m)
+        out = torch.stack([self._layer(w[int(src)], record.axes[1:], tuple(target_shape[1:]),
+                                       tuple(record.source_shape[1:]), record, int(src), gen) for src in layers])
+        if m > n and self.stack != "copy" and _writes_residual(record):
+            out = out * _stack_scale(layers, self.stack).to(out.device).reshape(-1, *([1] * (out.dim() - 1)))
+        return out
+
+    def _layer(self, w: torch.Tensor, axes: tuple[str, ...], target: tuple[int, ...], source: tuple[int, ...],
+               record: Any, layer: int | None, gen: torch.Generator) -> torch.Tensor:
+        """One layer: each axis indexed to its target length (a grouped-query pair of axes as one axis)."""
+        calibration = self._calibration()
+        first_input = len(axes) - record.fan_in
+        dim = 0
+        kept_hidden = None
+        while dim < len(axes):
+            role = axes[dim]
+            pair = role == "kv_heads" and dim + 1 < len(axes) and axes[dim + 1] == "q_per_kv"
+            if not resizable(role):
+                if w.shape[dim] != target[dim]:
+                    raise ValueError(f"axis '{role}' is never resized ({w.shape[dim]} -> {target[dim]})")
+                dim += 1
+                continue
+            if pair:
+                index = _head_map(calibration, layer, source[dim:dim + 2], tuple(w.shape[dim:dim + 2]),
+                                  target[dim:dim + 2])
+                groups = tuple(w.shape[dim:dim + 2])
+                w = w.reshape(*w.shape[:dim], groups[0] * groups[1], *w.shape[dim + 2:])
+            elif self.grow_units == "spread" and target[dim] > w.shape[dim]:
+                index = duplicate_indices(w.shape[dim], target[dim])  # every unit copied as evenly as possible
+            else:
+                index = _unit_index(calibration, role, layer, source[dim], w.shape[dim], target[dim])
+                if role == "hidden":
+                    kept_hidden, stored_hidden = index, w.shape[dim]
+            if index is not None:
+                n = w.shape[dim]
+                w = w.index_select(dim, index.to(w.device))
+                if dim >= first_input and len(index) > n:  # replicated inputs: divide, then break the symmetry
+                    w = _split_inputs(w, dim, index, n, self.noise, gen)
+            if pair:
+                w = w.reshape(*w.shape[:dim], target[dim], target[dim + 1], *w.shape[dim + 1:])
+                dim += 2
+            else:
+                dim += 1
+        if self.norm_gain and _is_norm_gain(record) and kept_hidden is not None and target[-1] < source[-1]:
+            w = w * _gain_fix(calibration, record, layer, source[-1], stored_hidden, kept_hidden)
+        return w
+
+    def resize(self, coeffs: torch.Tensor, axes: Sequence[str], target_shape: Sequence[int], transform: Any,
+               params: Mapping[str, Any]) -> torch.Tensor:
+        """The ResizeStrategy protocol on standardized values (no fan-in or layer order is known here): the most
+        important units kept or replicated; zoo's pipeline calls :meth:`resize_weights`."""
+        z = coeffs
+        for dim, role in enumerate(axes):
+            n, m = int(z.shape[dim]), int(target_shape[dim])
+            if n != m:
+                index = torch.arange(m) if m < n else duplicate_indices(n, m)
+                z = z.index_select(dim, index.to(z.device))
+        return z
+
+
+def _split_inputs(w: torch.Tensor, dim: int, index: torch.Tensor, n: int, noise: float,
+                  gen: torch.Generator) -> torch.Tensor:
+    """Divide each replicated input by its number of copies; with ``noise``, add +N / -N to alternate copies
+    (HyperCloning): the copies see identical inputs, so the sum, and the function, is unchanged."""
+    counts = torch.bincount(index.cpu(), minlength=n)[index.cpu()].to(w.dtype).to(w.device)
+    view = (-1, *([1] * (w.dim() - dim - 1)))
+    w = w / counts.reshape(view)
+    if noise <= 0:
+        return w
+    copy_number = torch.zeros_like(index)
+    seen: dict[int, int] = {}
+    for j, unit in enumerate(index.tolist()):
+        copy_number[j] = seen.get(unit, 0)
+        seen[unit] = copy_number[j].item() + 1
+    sign = torch.zeros(len(index))
+    total = torch.bincount(index.cpu(), minlength=n)[index.cpu()]
+    pair = copy_number.cpu() // 2 * 2 + 1 < total  # a copy with a partner to cancel against
+    sign[pair & (copy_number.cpu() % 2 == 0)] = 1.0
+    sign[pair & (copy_number.cpu() % 2 == 1)] = -1.0
+    # the same noise for both members of a pair: draw per (unit, pair) and index it
+    moved = w.movedim(dim, 0)
+    base = torch.randn((n, (int(total.max()) + 1) // 2, *moved.shape[1:]), generator=gen) * noise * float(w.std())
+    partner = base[index.cpu(), copy_number.cpu() // 2]
+    delta = partner * sign.reshape(-1, *([1] * (moved.dim() - 1)))
+    return (moved + delta.to(w.dtype).to(w.device)).movedim(0, dim)
+
+
+def _depth_ranking(calibration: Calibration, rule: str, n: int, m: int) -> torch.Tensor:
+    """Source layers from the most to the least worth keeping, by ``rule``: ``first`` (in depth order), ``ends``
+    (the last block, then the others in depth order) or ``influence`` (the first and the last, then by block
+    influence). Growing always ranks by influence, so the most influential layers are copied."""
+    if m > n or rule == "influence":
+        return depth_order(calibration, n, pin_ends=m <= n)
+    if rule == "ends" and n > 1:
+        return torch.cat([torch.tensor([n - 1]), torch.arange(n - 1)])
+    if rule in ("first", "ends"):
+        return torch.arange(n)
+    raise InvalidConfigError(f"unknown depth rule '{rule}'; valid: first, ends, influence")
+
+
+def _writes_residual(record: Any) -> bool:
+    """A block's writer into the residual stream: its output axis is ``hidden`` (o, down and their biases)."""
+    if not record.stacked or len(record.axes) < 2 or record.axes[1] != "hidden" or "norm" in record.name:
+        return False
+    return record.fan_in > 0 or (len(record.axes) == 2 and record.name.endswith("bias"))
+
+
+def _stack_scale(layers: torch.Tensor, stack: str) -> torch.Tensor:
+    """Per target layer, the factor on its writers: copies of a layer (after the first) 0 for ``zero``; every
+    member of a repeated layer 1/k for ``half``."""
+    counts = torch.bincount(layers)[layers].float()
+    if stack == "half":
+        return 1.0 / counts
+    first = torch.ones(len(layers), dtype=torch.bool)
+    first[1:] = layers[1:] != layers[:-1]
+    return first.float()
+
+
+def _is_norm_gain(record: Any) -> bool:
+    axes = record.axes[1:] if record.stacked else record.axes
+    return axes == ("hidden",) and "norm" in record.name and record.name.endswith("weight")
+
+
+def _gain_fix(calibration: Calibration, record: Any, layer: int | None, source: int, stored: int,
+              index: torch.Tensor) -> float:
+    """``sqrt(rho * D / d)``: rho is the energy share, at this norm's input in its source layer, of the ``d``
+    channels kept (``index`` into the ``stored`` ones); 1 when calibration measured no energy for this norm."""
+    energy = calibration.scores.get(f"energy:{record.name}")
+    if energy is None:
+        return 1.0
+    energy = energy if energy.dim() == 1 else energy[layer or 0]
+    units = top_units(calibration.scores["hidden"], stored)  # the stored channels, in source order
+    rho = float(energy[units[index.cpu()]].sum())
+    return math.sqrt(rho * source / len(index))
+
+
+@hookimpl
+def register_transforms(register):
+    register(OrderedTransform())
+
+
+@hookimpl
+def register_resize_strategies(register):
+    register(OrderedStrategy())

@@ -1,0 +1,173 @@
+"""The ordered learngene: calibration, the importance permutation, and the ordered resize strategy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import zoo
+from zoo.errors import InvalidConfigError
+from zoo.importance import Calibration, depth_order, descending, read_meta
+
+
+def _tiny_llama(folder, heads=4, kv_heads=2, hidden=32, layers=3, ffn=48):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                         num_key_value_heads=kv_heads, intermediate_size=ffn, max_position_embeddings=32,
+                         tie_word_embeddings=False)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # norms away from ones, so that permuting them is visible
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+    model.save_pretrained(folder, safe_serialization=True)
+    return model.eval()
+
+
+def test_calibration_bytes_round_trip_and_metadata_reads_without_tensors():
+    cal = Calibration({"hidden": torch.tensor([3.0, 1.0, 2.0]), "depth": torch.tensor([0.1, 0.5])},
+                      {"data": "x", "samples": 4})
+    data = cal.to_bytes()
+    assert read_meta(data) == {"data": "x", "samples": 4}
+    back = Calibration.from_bytes(data)
+    assert torch.equal(back.scores["hidden"], cal.scores["hidden"]) and back.meta == cal.meta
+    assert descending(back.scores["hidden"]).tolist() == [0, 2, 1]
+
+
+def test_depth_order_pins_the_first_and_last_block_then_ranks_by_influence():
+    cal = Calibration({"depth": torch.tensor([0.1, 0.9, 0.2, 0.8, 0.3])})
+    assert depth_order(cal, 5).tolist() == [0, 4, 1, 3, 2]
+    spread = depth_order(Calibration({}), 9).tolist()  # no influence measured: evenly spread, every layer once
+    assert spread[:3] == [0, 8, 4] and sorted(spread) == list(range(9))
+
+
+def test_grouped_heads_are_kept_as_groups():
+    # 2 KV groups of 2 query heads; head scores [0.1, 0.2 | 0.9, 0.3]: group 1 wins, and in it head 0
+    from zoo.importance import select_units, top_heads
+
+    scores = torch.tensor([0.1, 0.2, 0.9, 0.3])
+    assert top_heads(scores, 2, 1, 1).tolist() == [2]
+    assert top_heads(scores, 2, 2, 1).tolist() == [1, 2]  # in source order
+    cal = Calibration({"hidden": torch.tensor([1.0, 2.0]), "heads": scores.reshape(1, 4)})
+    q = torch.arange(8.0).reshape(2, 2, 1, 2)  # (kv_heads, q_per_kv, head_dim, hidden)
+    kept = select_units(q, ("kv_heads", "q_per_kv", "head_dim", "hidden"), cal, 0, {"kv_heads": 1, "q_per_kv": 1,
+                                                                                      "hidden": 1})
+    assert kept.reshape(-1).tolist() == [5.0]  # head 2 (group 1, head 0), hidden channel 1
+
+
+def test_ordered_learngene_at_keep_1_gives_the_source_back_exactly(tmp_path):
+    src = tmp_path / "llama"
+    source = _tiny_llama(src)
+    reg = tmp_path / "r.db"
+    info = zoo.add_learngene(str(src), transform="ordered", name="o", registry=reg, calibrate="none")
+    assert info.transform == "ordered" and info.calibration_meta["data"].startswith("none")
+    model = zoo.materialize("llama", learngene="o", registry=reg)
+    for (name, a), (_, b) in zip(sorted(model.state_dict().items()), sorted(source.state_dict().items())):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5), name  # the z-score round trip, in float32
+
+
+def test_keep_below_1_stores_a_consistent_sub_network(tmp_path):
+    """At keep 0.5 the learngene holds the best half of each ranked axis; materialized at that size, the model is
+    the source restricted to those units (the same units for every reader and writer)."""
+    src = tmp_path / "llama"
+    source = _tiny_llama(src, heads=4, kv_heads=2)
+    reg = tmp_path / "r.db"
+    zoo.add_learngene(str(src), transform="ordered", keep="hidden=0.5,ffn=0.5", name="o", registry=reg,
+                      calibrate="none")
+    cal = Calibration.from_bytes(zoo.show_learngene("o", registry=reg).calibration)
+    hidden = zoo.importance.top_units(cal.scores["hidden"], 16)
+    small = zoo.materialize("llama", hidden=16, ffn=24, heads=4, kv_heads=2, head_dim=8, learngene="o",
+                            registry=reg)
+    ffn = zoo.importance.top_units(cal.scores["ffn"][1], 24)
+    want = source.model.layers[1].mlp.up_proj.weight[ffn][:, hidden]
+    assert torch.allclose(small.model.layers[1].mlp.up_proj.weight, want, atol=1e-6)
+    with pytest.raises(InvalidConfigError, match="only with --strategy ordered"):
+        zoo.materialize("llama", learngene="o", registry=reg, strategy="select")
+
+
+def test_calibrated_scores_rank_units_by_what_they_contribute(minilm_dir, tmp_path):
+    reg = tmp_path / "r.db"
+    info = zoo.add_learngene(str(minilm_dir), transform="ordered", name="o", registry=reg, calibrate_samples=8)
+    meta = info.calibration_meta
+    assert meta["data"] == "pydoc_data prose" and meta["samples"] == 8 and meta["tokens"] == 8 * 128
+    cal = Calibration.from_bytes(info.calibration)
+    assert cal.scores["hidden"].shape == (384,) and cal.scores["ffn"].shape == (6, 1536)
+    assert cal.scores["heads"].shape == (6, 12) and cal.scores["depth"].shape == (6,)
+    assert (cal.scores["depth"] > 0).all() and (cal.scores["ffn"] >= 0).all()
+    # a dead neuron (zero output weights) scores zero, whatever its activation
+    assert "energy:attn.norm.weight" in cal.scores
+    shown = zoo.show_learngene("o", registry=reg).to_json()
+    assert shown["calibration"]["samples"] == 8
+
+
+def test_shrinking_keeps_the_most_important_units_and_layers(minilm_dir, tmp_path):
+    reg = tmp_path / "r.db"
+    zoo.add_learngene(str(minilm_dir), transform="ordered", name="o", registry=reg, calibrate_samples=8)
+    info = zoo.show_learngene("o", registry=reg)
+    cal = Calibration.from_bytes(info.calibration)
+    model = zoo.materialize("bert", layers=3, hidden=256, learngene="o", registry=reg)
+    from transformers import AutoModel
+
+    source = AutoModel.from_pretrained(minilm_dir)
+    hidden = descending(cal.scores["hidden"])[:256]
+    layers = [0, 1, 2]  # the default depth rule: the first layers (docs/ablations.md)
+    for j, layer in enumerate(layers):
+        ffn = descending(cal.scores["ffn"][layer])[:1024]
+        want = source.encoder.layer[layer].intermediate.dense.weight[ffn][:, hidden]
+        got = model.encoder.layer[j].intermediate.dense.weight
+        assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_growing_the_feed_forward_width_is_function_preserving_and_not_symmetric(tmp_path):
+    src = tmp_path / "llama"
+    source = _tiny_llama(src)
+    reg = tmp_path / "r.db"
+    zoo.add_learngene(str(src), transform="ordered", name="o", registry=reg, calibrate="none")
+    grown = zoo.materialize("llama", ffn=80, learngene="o", registry=reg)
+    ids = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(grown(input_ids=ids).logits, source(input_ids=ids).logits, atol=1e-4)
+    down = grown.model.layers[0].mlp.down_proj.weight
+    # unit 0 (the most important) is copied to unit 48: the copies' output columns differ by the +N/-N noise
+    assert not torch.allclose(down[:, 0], down[:, 48])
+    assert torch.allclose(grown.model.layers[0].mlp.up_proj.weight[0], grown.model.layers[0].mlp.up_proj.weight[48])
+
+
+def test_the_ordered_strategy_needs_an_ordered_learngene(tmp_path, tiny_bert_dir):
+    reg = tmp_path / "r.db"
+    zoo.add_learngene(str(tiny_bert_dir), transform="dct", name="d", registry=reg)
+    with pytest.raises(InvalidConfigError, match="needs an ordered learngene"):
+        zoo.materialize("bert", layers=1, learngene="d", registry=reg, strategy="ordered")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"calibrate": "/nonexistent/data"}, "no such file or folder"),
+    ({"calibrate_samples": 0}, "positive whole number"),
+    ({"keep": "depth=0.5"}, "keeps every layer"),
+])
+def test_bad_calibration_input_is_one_clear_line(tmp_path, minilm_dir, kwargs, message):
+    reg = tmp_path / "r.db"
+    with pytest.raises(InvalidConfigError, match=message):
+        zoo.add_learngene(str(minilm_dir), transform="ordered", name="o", registry=reg, **kwargs)
+    assert zoo.list_learngenes(registry=reg) == []
+
+
+def test_ordered_transform_meets_the_transform_contract():
+    from zoo.testing import check_transform_inverse
+
+    check_transform_inverse(zoo.catalog().transform("ordered"))
+
+
+def test_calibrating_on_a_folder_of_text(tmp_path, minilm_dir):
+    data = tmp_path / "texts"
+    data.mkdir()
+    (data / "a.md").write_text("Some words about the weather and the sea. " * 300)
+    reg = tmp_path / "r.db"
+    info = zoo.add_learngene(str(minilm_dir), transform="ordered", name="o", registry=reg, calibrate=str(data),
+                             calibrate_samples=4)
+    assert info.calibration_meta["data"] == str(data) and info.calibration_meta["samples"] == 4
+    assert json.dumps(info.to_json())  # everything shown by `learngene show --json` serializes
