@@ -113,7 +113,13 @@ def add_learngene(
 
     Safetensors checkpoints are read one tensor at a time and each gene is encoded as soon as it is extracted,
     so memory holds one gene group, not the checkpoint (docs/performance.md). ``device``: where the transforms run
-    (``auto``: a GPU when there is one); weights are read on the CPU and moved one layer at a time."""
+    (``auto``: a GPU when there is one); weights are read on the CPU and moved one layer at a time.
+
+    A folder or ``ORG/REPO`` written by ``zoo learngene export`` is imported as it is (:mod:`zoo.share`)."""
+    from .share import artifact_folder, import_learngene
+
+    if artifact_folder(source) is not None:
+        return import_learngene(source, registry=registry, name=name).info
     cat = catalog()
     transform_obj = cat.transform(transform)
     keep_ratios = parse_keep(keep)
