@@ -591,7 +591,11 @@ def _complete(repo_id: str, folder: Path, ref: str) -> Path:
     if all((folder / f).exists() for f in files):
         return folder
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=[MANIFEST, *files]))
+        folder = Path(snapshot_download(repo_id, allow_patterns=[MANIFEST, *files]))
+        missing = [f for f in files if not (folder / f).exists()]
+        if missing:  # offline, snapshot_download answers with the cached snapshot as it is
+            raise FileNotFoundError(f"{len(missing)} files missing, e.g. {missing[0]} (offline?)")
+        return folder
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SourceNotFoundError(f"'{ref}' is an exported learngene on the Hub, but its files are not all in the "
