@@ -249,11 +249,9 @@ def learngene_export(name: str, path: str, registry: str | None) -> None:
     """Write learngene NAME as a folder at PATH to share: safetensors genes, JSON metadata and lineage, assets, a
     model card and a sha256 manifest. The folder is a Hugging Face Hub repository as it is:
     `hf upload ORG/REPO PATH .`; others get it with `zoo learngene import ORG/REPO`."""
-    from .api import registry_session
     from .share import export_learngene
 
-    with registry_session(registry) as reg:
-        done = export_learngene(reg, name, path)
+    done = export_learngene(name, path, registry=registry)
     click.echo(f"exported learngene '{done.name}' ({done.genes} genes, {done.nbytes / 2**20:.1f} MiB, content sha256 "
                f"{done.content_sha256[:12]}...) to {done.path}; share it with `hf upload ORG/REPO {done.path} .`")
 

@@ -96,9 +96,17 @@ class Exported:
     content_sha256: str
 
 
-def export_learngene(reg: Any, name: str, out: str | os.PathLike[str]) -> Exported:
-    """Write learngene ``name`` of ``reg`` as a folder at ``out`` (new, or an empty folder), atomically: the
-    folder is written beside ``out`` and renamed into place, so a failed export leaves nothing."""
+def export_learngene(name: str, out: str | os.PathLike[str], registry: Any = None) -> Exported:
+    """Write learngene ``name`` as a folder at ``out`` (new, or an empty folder), atomically: the folder is written
+    beside ``out`` and renamed into place, so a failed export leaves nothing. ``registry``: a :class:`Registry`,
+    a path or URL, or None for the default. Reading only: a registry on read-only storage exports too."""
+    from .api import registry_session
+
+    with registry_session(registry) as reg:
+        return _export(reg, name, out)
+
+
+def _export(reg: Any, name: str, out: str | os.PathLike[str]) -> Exported:
     info = reg.get(name)
     out_dir = Path(out).expanduser()
     if out_dir.is_symlink() or (out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir()))):
@@ -568,13 +576,12 @@ def artifact_folder(ref: str, probe_hub: bool = True) -> Path | None:
     from huggingface_hub import snapshot_download
 
     folder = None
-    for local_only in (True, False):  # the cache first: offline, and no request when it is there
+    for local_only in (True, False):  # the cache first: offline, and no request when the repository is there
         try:
             folder = Path(snapshot_download(repo_id, allow_patterns=[MANIFEST], local_files_only=local_only))
+            break
         except Exception:
             continue
-        if (folder / MANIFEST).is_file():
-            break
     if folder is None or not is_artifact(folder):
         return None
     return _complete(repo_id, folder, ref)
