@@ -241,3 +241,18 @@ def test_reader_commands_work_on_a_read_only_mount(read_only_registry, exported,
         assert "is read-only" in refused.output and "nothing was changed" in refused.output
     assert reg.read_bytes() == before
     assert sorted(p.name for p in reg.parent.iterdir()) == ["registry.db"]  # no -wal, -shm or lock file
+
+
+def test_a_read_only_postgres_registry_reads_and_is_told_it_cannot_write(postgres_url, exported, tmp_path):
+    """A read-only PostgreSQL (a hot standby, or sessions forced read-only as here): readers work, writes say why."""
+    run("learngene", "import", exported["tiny"], "--registry", postgres_url)
+    reader = postgres_url + "?options=-c%20default_transaction_read_only%3Don"
+    assert "tiny" in run("learngene", "list", "--registry", reader).output
+    run("learngene", "export", "tiny", tmp_path / "e", "--registry", reader)
+    assert read_artifact(tmp_path / "e").content_sha256 == read_artifact(exported["tiny"]).content_sha256
+    for write in (["learngene", "rm", "tiny"], ["learngene", "import", exported["refined"], "--no-parent"]):
+        refused = run(*write, "--registry", reader, ok=False)
+        assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
+        assert "is read-only (cannot execute" in refused.output and "nothing was changed" in refused.output
+    assert [i["name"] for i in json.loads(run("learngene", "list", "--json", "--registry", postgres_url).output)] \
+        == ["tiny"]

@@ -391,6 +391,9 @@ class Registry:
                 f"{prefix}registry {self.where} is busy: another process kept it locked for over {BUSY_TIMEOUT_S} s "
                 f"({BUSY_RETRIES + 1} tries); try again"
             )
+        if _sqlstate(getattr(exc, "orig", exc)) in ("25006", "42501"):  # read-only transaction, no privilege
+            return RegistryError(f"{prefix}registry {self.where} is read-only ({_reason(exc)}); nothing was "
+                                 f"changed: reading commands work, writes need a user and server allowed to write")
         if "readonly database" in str(getattr(exc, "orig", exc)).lower():
             return RegistryError(f"{prefix}registry {self.where} is read-only; nothing was changed: reading "
                                  f"commands work, writes need a writable copy or location")
