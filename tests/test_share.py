@@ -256,3 +256,21 @@ def test_a_read_only_postgres_registry_reads_and_is_told_it_cannot_write(postgre
         assert "is read-only (cannot execute" in refused.output and "nothing was changed" in refused.output
     assert [i["name"] for i in json.loads(run("learngene", "list", "--json", "--registry", postgres_url).output)] \
         == ["tiny"]
+
+
+def test_rm_then_db_vacuum_gives_the_space_back(exported, tmp_path, tiny_bert_dir, postgres_url):
+    import sqlite3
+
+    reg = tmp_path / "r.db"
+    zoo.add_learngene(str(tiny_bert_dir), name="kept", keep=0.5, registry=reg)
+    run("db", "vacuum", "--registry", reg)
+    empty = reg.stat().st_size
+    run("learngene", "import", exported["tiny"], "--registry", reg)
+    run("learngene", "rm", "tiny", "--registry", reg)
+    page = sqlite3.connect(reg).execute("PRAGMA page_size").fetchone()[0]
+    assert reg.stat().st_size > empty + 10 * page  # rm alone keeps the freed pages in the file
+    out = run("db", "vacuum", "--registry", reg).output
+    assert out.startswith(f"vacuumed registry {reg}: ") and " MiB -> " in out
+    assert abs(reg.stat().st_size - empty) <= 2 * page
+    assert ": OK" in run("verify", "--registry", reg).output
+    assert "(space is reusable)" in run("db", "vacuum", "--registry", postgres_url).output

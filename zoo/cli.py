@@ -436,6 +436,19 @@ def db_upgrade(registry: str | None) -> None:
     click.echo(f"registry {location} is at the current schema")
 
 
+@db.command("vacuum")
+@registry_option
+def db_vacuum(registry: str | None) -> None:
+    """Give back the space of removed learngenes (SQLite keeps freed pages in the file until then)."""
+    from .api import registry_session
+
+    with registry_session(registry) as reg:
+        before, after = reg.vacuum()
+        where = reg.where
+    sizes = f": {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB" if before is not None else " (space is reusable)"
+    click.echo(f"vacuumed registry {where}{sizes}")
+
+
 @cli.command("verify")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

@@ -567,6 +567,32 @@ class Registry:
             raise _duplicate(info.name) from exc
         crash_point("add:after-commit")
 
+    def vacuum(self) -> tuple[int | None, int | None]:
+        """Give the space of removed learngenes back (``zoo db vacuum``): SQLite rewrites the file compactly (it
+        otherwise keeps freed pages for reuse); PostgreSQL's VACUUM makes dead rows' space reusable. Returns the
+        SQLite file's size before and after (None, None for a server)."""
+        self.check_writable("cannot vacuum")
+
+        def size() -> int:
+            wal = self.path.with_name(self.path.name + "-wal")
+            return self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+        before = size() if self.path else None
+        try:
+            with self.engine.connect() as conn:
+                raw = conn.connection.driver_connection  # VACUUM cannot run inside a transaction
+                if self.is_sqlite:
+                    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    raw.execute("VACUUM")
+                    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                else:
+                    raw.autocommit = True
+                    for table in ("genes", "assets", "learngenes"):
+                        raw.execute(f"VACUUM {table}")
+        except DBAPIError as exc:
+            raise self._error(exc, "cannot vacuum") from exc
+        return before, size() if self.path else None
+
     def remove(self, name: str) -> None:
         def work(session: Session) -> None:
             row_id = self._row(session, name).id
