@@ -281,3 +281,19 @@ def test_import_of_something_that_is_not_an_artifact(tmp_path, tiny_bert_dir, ba
         assert result.exit_code == 1 and result.output.count("\n") == 1 and message in result.output, result.output
     assert registry.read_bytes() == before
     assert torch.get_num_threads() >= 1
+
+
+def test_bad_exports_and_adds_of_an_artifact(good, base_registry, tmp_path):
+    registry = tmp_path / "registry.db"
+    shutil.copyfile(base_registry, registry)
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "mine.txt").write_text("keep me")
+    cases = [(["learngene", "export", "other", str(taken)], "is not an empty folder"),
+             (["learngene", "export", "nope", str(tmp_path / "new")], "unknown learngene 'nope'"),
+             (["learngene", "add", str(good), "--keep", "0.25"], "--keep cannot change it")]
+    for args, message in cases:
+        result = CliRunner().invoke(cli, [*args, "--registry", str(registry)])
+        assert result.exit_code != 0 and result.output.count("\n") == 1 and message in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["registry.db", "taken"]  # no half-written export
+    assert (taken / "mine.txt").read_text() == "keep me"

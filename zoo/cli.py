@@ -125,6 +125,12 @@ def learngene_add(source: str, transform: str, keep: str, name: str | None, dtyp
     from .share import artifact_folder
 
     if artifact_folder(source) is not None:  # an exported learngene (folder or ORG/REPO): imported as it is
+        ctx = click.get_current_context()
+        given = [f"--{p}" for p in ("transform", "keep", "dtype", "param", "wavelet", "level", "mode")
+                 if ctx.get_parameter_source(p if p != "param" else "params") == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{source} is an exported learngene, imported as it was made: {', '.join(given)} "
+                                   f"cannot change it (use `zoo learngene import`)")
         _import(source, name, registry, link_parent=True)
         return
     sugar = {k: v for k, v in dict(wavelet=wavelet, level=level, mode=mode).items() if v is not None}
