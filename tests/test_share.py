@@ -274,3 +274,14 @@ def test_rm_then_db_vacuum_gives_the_space_back(exported, tmp_path, tiny_bert_di
     assert abs(reg.stat().st_size - empty) <= 2 * page
     assert ": OK" in run("verify", "--registry", reg).output
     assert "(space is reusable)" in run("db", "vacuum", "--registry", postgres_url).output
+
+
+def test_python_api(exported, lineage_registry, tmp_path):
+    from zoo.share import export_learngene, import_learngene
+
+    info = zoo.add_learngene(str(exported["tiny"]), registry=tmp_path / "r.db")  # recognised, imported as it is
+    assert info.name == "tiny" and fingerprint(tmp_path / "r.db", "tiny") == fingerprint(lineage_registry, "tiny")
+    done = import_learngene(str(exported["refined"]), registry=tmp_path / "r.db", name="child")
+    assert done.imported and done.parent_linked and done.info.parent == "tiny"
+    again = export_learngene("child", tmp_path / "child", registry=tmp_path / "r.db")
+    assert again.content_sha256 == done.content_sha256 == read_artifact(exported["refined"]).content_sha256

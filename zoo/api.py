@@ -108,6 +108,7 @@ def add_learngene(
     notes: str | None = None,
     progress: bool = False,
     device: str | torch.device | None = "auto",
+    import_exported: bool = True,
 ) -> LearngeneInfo:
     """Extract a learngene from ``source`` (folder, file, hub id or alias) and store it in the registry.
 
@@ -115,10 +116,11 @@ def add_learngene(
     so memory holds one gene group, not the checkpoint (docs/performance.md). ``device``: where the transforms run
     (``auto``: a GPU when there is one); weights are read on the CPU and moved one layer at a time.
 
-    A folder or ``ORG/REPO`` written by ``zoo learngene export`` is imported as it is (:mod:`zoo.share`)."""
+    A folder or ``ORG/REPO`` written by ``zoo learngene export`` is imported as it is (:mod:`zoo.share`), unless
+    ``import_exported`` is False (the caller has looked already)."""
     from .share import artifact_folder, import_learngene
 
-    if artifact_folder(source) is not None:
+    if import_exported and artifact_folder(source) is not None:
         return import_learngene(source, registry=registry, name=name).info
     cat = catalog()
     transform_obj = cat.transform(transform)

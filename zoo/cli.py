@@ -135,7 +135,8 @@ def learngene_add(source: str, transform: str, keep: str, name: str | None, dtyp
         return
     sugar = {k: v for k, v in dict(wavelet=wavelet, level=level, mode=mode).items() if v is not None}
     info = api.add_learngene(source, transform=transform, keep=keep, name=name, dtype=dtype, registry=registry,
-                             params={**parse_params(params), **sugar}, progress=not quiet, device=device)
+                             params={**parse_params(params), **sugar}, progress=not quiet, device=device,
+                             import_exported=False)
     click.echo(f"added learngene '{info.name}' ({info.family}, {info.transform}, keep {_keep(info.keep)}, "
                f"{info.genes} genes, {info.nbytes / 2**20:.1f} MiB) from {info.source}")
 
