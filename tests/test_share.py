@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -202,13 +203,10 @@ def test_import_from_the_hub_cache_offline(exported, lineage_registry, tmp_path)
 
 
 # -- read-only storage ---------------------------------------------------------------------------------------------
-@pytest.fixture()
-def read_only_registry(lineage_registry, tmp_path) -> Path:
-    """A copy of the registry seen through a read-only bind mount (what CI, running as root, can still not write)."""
-    source, mount = tmp_path / "rw", tmp_path / "ro"
-    source.mkdir()
+@contextmanager
+def read_only_mount(source: Path, mount: Path):
+    """``source`` seen through a read-only bind mount at ``mount`` (what CI, running as root, still cannot write)."""
     mount.mkdir()
-    shutil.copyfile(lineage_registry, source / "registry.db")
     bound = subprocess.run(["mount", "--bind", str(source), str(mount)], capture_output=True, text=True)
     if bound.returncode != 0:
         pytest.skip(f"cannot bind-mount here ({(bound.stderr.strip() or 'mount failed').splitlines()[-1]}); "
@@ -218,9 +216,17 @@ def read_only_registry(lineage_registry, tmp_path) -> Path:
         if ro.returncode != 0:
             pytest.skip(f"cannot remount read-only: {ro.stderr.strip()}")
         assert not os.access(mount, os.W_OK)
-        yield mount / "registry.db"
+        yield mount
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+@pytest.fixture()
+def read_only_registry(lineage_registry, tmp_path) -> Path:
+    (tmp_path / "rw").mkdir()
+    shutil.copyfile(lineage_registry, tmp_path / "rw" / "registry.db")
+    with read_only_mount(tmp_path / "rw", tmp_path / "ro") as mount:
+        yield mount / "registry.db"
 
 
 def test_reader_commands_work_on_a_read_only_mount(read_only_registry, exported, tmp_path):
@@ -285,3 +291,28 @@ def test_python_api(exported, lineage_registry, tmp_path):
     assert done.imported and done.parent_linked and done.info.parent == "tiny"
     again = export_learngene("child", tmp_path / "child", registry=tmp_path / "r.db")
     assert again.content_sha256 == done.content_sha256 == read_artifact(exported["refined"]).content_sha256
+
+
+def test_a_read_only_copy_with_unmerged_wal_writes(lineage_registry, tmp_path):
+    """Copied while a writer had not checkpointed: with its -shm it reads (writes included), without it says why."""
+    import sqlite3
+
+    rw = tmp_path / "rw"
+    rw.mkdir()
+    shutil.copyfile(lineage_registry, tmp_path / "base.db")
+    con = sqlite3.connect(tmp_path / "base.db")
+    con.execute("PRAGMA journal_mode = WAL")
+    con.execute("PRAGMA wal_autocheckpoint = 0")
+    con.execute("UPDATE learngenes SET notes = 'in the wal' WHERE name = 'tiny'")
+    con.commit()
+    for suffix in ("", "-wal", "-shm"):
+        shutil.copyfile(tmp_path / f"base.db{suffix}", rw / f"registry.db{suffix}")
+    con.close()
+    with read_only_mount(rw, tmp_path / "ro") as mount:
+        shown = json.loads(run("learngene", "show", "tiny", "--json", "--registry", mount / "registry.db").output)
+        assert shown["notes"] == "in the wal"
+    (rw / "registry.db-shm").unlink()
+    with read_only_mount(rw, tmp_path / "ro2") as mount:
+        refused = run("learngene", "list", "--registry", mount / "registry.db", ok=False)
+        assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
+        assert "holds writes not yet merged into it, and its folder is read-only" in refused.output

@@ -157,6 +157,10 @@ def _read_only_url(parsed: URL, path: Path) -> URL:
     wal = path.with_name(path.name + "-wal")
     folder_locked = not os.access(path.parent, os.W_OK)
     pending = wal.exists() and wal.stat().st_size > 0
+    if folder_locked and pending and not path.with_name(path.name + "-shm").exists():
+        raise RegistryError(f"cannot open registry {path}: {wal.name} holds writes not yet merged into it, and its "
+                            f"folder is read-only; open it once where it can be written (any zoo command merges them) "
+                            f"and publish the single file")
     mode = {"immutable": "1"} if folder_locked and not pending else {"mode": "ro"}
     return parsed.set(database="file:" + quote(str(path)), query={**mode, "uri": "true"})
 
