@@ -196,6 +196,10 @@ def _bad_name(f):
     forge(f, lambda m: m.update(name="../evil"))
 
 
+def _newline_name(f):
+    forge(f, lambda m: m["assets"][0].update(filename=m["assets"][0]["filename"] + "\n"))
+
+
 def _newer_format(f):
     manifest = json.loads((f / MANIFEST).read_text())
     manifest["format_version"] = 99
@@ -242,6 +246,7 @@ CASES = {
     "asset name with a path": (_asset_path, "is not allowed here"),
     "content sha256 lie": (_content_lie, "does not match its contents"),
     "bad learngene name": (_bad_name, "is not allowed here"),
+    "asset name ending in a newline": (_newline_name, "is not allowed here"),
     "newer format": (_newer_format, "upgrade zoo"),
     "deeply nested JSON": (_deep_json, "not valid JSON"),
     "asset size over the bound": (_oversized, "more than the"),

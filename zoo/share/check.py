@@ -120,7 +120,7 @@ def _text(ref: str, value: Any, what: str, max_len: int, pattern: re.Pattern[str
     value = _want(ref, value, str, what, none)
     if value is None:
         return None
-    if len(value) > max_len or (pattern is not None and not pattern.match(value)) or "\x00" in value:
+    if len(value) > max_len or (pattern is not None and not pattern.fullmatch(value)) or "\x00" in value:
         raise refused(ref, f"{what} {value[:80]!r} is not allowed here")
     return value
 
@@ -157,7 +157,7 @@ def read_artifact(folder: Path, ref: str | None = None) -> Artifact:
         raise refused(ref, f"{MANIFEST} lists {len(files)} files, more than any learngene has")
     folded: set[str] = set()
     for rel, entry in files.items():
-        if rel not in (METADATA, README, CALIBRATION) and not PART.match(rel):
+        if rel not in (METADATA, README, CALIBRATION) and not PART.fullmatch(rel):
             raise refused(ref, f"{MANIFEST} names the file {rel[:80]!r}: only {METADATA}, {CALIBRATION}, genes/NAME "
                             f"and assets/NAME are allowed (no other folders, no '..')")
         if rel.lower() in folded:  # two names one file on a case-insensitive file system
@@ -251,7 +251,7 @@ def _check_meta(ref: str, meta: dict[str, Any]) -> dict[str, Any]:
     if out["dtype"] not in STORAGE_DTYPES:
         raise refused(ref, f"dtype {out['dtype']!r} is not one of {', '.join(STORAGE_DTYPES)}")
     for role, ratio in out["keep"].items():
-        if not (role == "*" or ROLE.match(role)) or isinstance(ratio, bool) or not isinstance(ratio, (int, float)) \
+        if not (role == "*" or ROLE.fullmatch(role)) or isinstance(ratio, bool) or not isinstance(ratio, (int, float)) \
                 or not math.isfinite(ratio):
             raise refused(ref, f"keep {role[:40]!r}: {ratio!r} is not a role and a ratio")
     try:
@@ -274,7 +274,7 @@ def _check_gene(ref: str, entry: dict[str, Any]) -> dict[str, Any]:
     name = _text(ref, entry.get("name"), "a gene name", 200, re.compile(r"^[^\x00-\x1f~][^\x00-\x1f]*$"))
     where = f"gene {name!r}"
     axes = _want(ref, entry.get("axes"), list, f"{where} axes")
-    if len(axes) > MAX_NDIM or not all(isinstance(a, str) and ROLE.match(a) for a in axes):
+    if len(axes) > MAX_NDIM or not all(isinstance(a, str) and ROLE.fullmatch(a) for a in axes):
         raise refused(ref, f"{where}: axes must be at most {MAX_NDIM} role names")
     gene = {
         "name": name, "axes": axes,
@@ -358,7 +358,7 @@ def _check_calibration(ref: str, data: bytes) -> None:
     from ..importance import META_KEY
 
     header = _safetensors_header(ref, data, "the calibration")
-    if any(not ROLE.match(k) or len(t["shape"]) > 2 for k, t in header.items()):
+    if any(not ROLE.fullmatch(k) or len(t["shape"]) > 2 for k, t in header.items()):
         raise refused(ref, "the calibration must hold per-role score tensors of at most 2 dimensions")
     meta = (_json(ref, data[8:8 + struct.unpack("<Q", data[:8])[0]], "the calibration header")
             .get("__metadata__") or {})

@@ -50,7 +50,7 @@ def _export(reg: Any, name: str, out: str | os.PathLike[str]) -> Exported:
 
         genes, used = [], set()
         for index, gene in enumerate(reg.stored_genes(name, data=True)):  # one gene in memory at a time
-            stem = gene["name"] if SAFE_NAME.match(gene["name"]) else f"{index:04d}"
+            stem = gene["name"] if SAFE_NAME.fullmatch(gene["name"]) else f"{index:04d}"
             if stem.lower() in used:  # case-insensitive file systems: two names must not meet in one file
                 stem = f"{index:04d}-{stem}"
             used.add(stem.lower())
@@ -59,7 +59,7 @@ def _export(reg: Any, name: str, out: str | os.PathLike[str]) -> Exported:
             genes.append({**gene, "file": rel})
         assets = []
         for filename, data in sorted(reg.assets(name).items()):
-            if not SAFE_NAME.match(filename):
+            if not SAFE_NAME.fullmatch(filename):
                 raise InvalidConfigError(f"learngene '{name}' has an asset named {filename!r}, which cannot be a "
                                          f"file name in an artifact")
             write(f"assets/{filename}", data)
@@ -107,7 +107,7 @@ def model_card(meta: dict[str, Any]) -> str:
     name = meta["name"]
     tags = ["zoo", "learngene", meta["family"], meta["transform"]]
     front = ["---", "library_name: zoo", "tags:", *(f"- {json.dumps(t)}" for t in dict.fromkeys(tags))]
-    if ORG_REPO.match(meta["source"]) and not meta["source"].startswith("/"):
+    if ORG_REPO.fullmatch(meta["source"]) and not meta["source"].startswith("/"):
         front.append(f"base_model: {json.dumps(meta['source'])}")
     front.append("---")
     nbytes = sum(g["nbytes"] for g in meta["genes"])

@@ -20,7 +20,7 @@ def artifact_folder(ref: str, probe_hub: bool = True) -> Path | None:
     path = Path(ref).expanduser()
     if path.exists():
         return path if path.is_dir() and is_artifact(path) else None
-    if not probe_hub or not ORG_REPO.match(ref.removeprefix("hf-hub:")):
+    if not probe_hub or not ORG_REPO.fullmatch(ref.removeprefix("hf-hub:")):
         return None
     repo_id = ref.removeprefix("hf-hub:")
     from huggingface_hub import snapshot_download
