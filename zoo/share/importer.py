@@ -11,8 +11,8 @@ from typing import Any
 
 from ..errors import DuplicateNameError, InvalidConfigError, SourceNotFoundError, UnknownNameError
 from .check import Artifact, is_artifact, read_artifact, refused
-from .layout import (CONTENT_FIELDS, MANIFEST, MAX_ASSET_BYTES, MAX_GENE_BYTES, ORG_REPO,
-                     stored_content_sha256)
+from .layout import (CALIBRATION, CONTENT_FIELDS, MANIFEST, MAX_ASSET_BYTES, MAX_GENE_BYTES, METADATA, ORG_REPO,
+                     PART, README, stored_content_sha256)
 
 def artifact_folder(ref: str, probe_hub: bool = True) -> Path | None:
     """The local folder of the exported learngene ``ref`` names (a folder, or ``ORG/REPO`` on the Hub, through the
@@ -42,9 +42,11 @@ def _complete(repo_id: str, folder: Path, ref: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        files = list(json.loads((folder / MANIFEST).read_bytes()).get("files", {}))
+        listed = list(json.loads((folder / MANIFEST).read_bytes()).get("files", {}))
     except (OSError, ValueError, AttributeError, RecursionError):
         return folder  # read_artifact reports it
+    # only names an import may read, so a hostile manifest cannot pass glob patterns to the download
+    files = [f for f in listed if isinstance(f, str) and (f in (METADATA, README, CALIBRATION) or PART.fullmatch(f))]
     if all((folder / f).exists() for f in files):
         return folder
     try:
