@@ -82,6 +82,10 @@ def test_export_is_a_self_describing_hub_folder(exported, lineage_registry):
     front = card.split("---\n")[1]
     assert "library_name: zoo" in front and '- "zoo"' in front and '- "learngene"' in front
     assert "zoo learngene import" in card and "zoo materialize --from tiny.refined" in card
+    from huggingface_hub import ModelCard  # how the Hub reads the card's metadata
+
+    data = ModelCard.load(folder / "README.md").data
+    assert data.library_name == "zoo" and {"zoo", "learngene", "bert", "dct"} <= set(data.tags)
     meta = json.loads((folder / METADATA).read_text())
     assert meta["parent"]["name"] == "tiny" and meta["lineage"] == ["tiny"]
     assert meta["refinement"]["steps"] == 3
