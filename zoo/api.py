@@ -133,6 +133,7 @@ def add_learngene(
     dev = resolve_device(device)
     # open first: a broken registry fails before the slow extraction
     with registry_session(registry, create=True) as reg:
+        reg.check_writable(f"cannot add a learngene from '{source}'")  # read-only storage: before reading the source
         return _add(reg, source, cat, transform, transform_obj, keep_ratios, name, dtype, params, parent, notes,
                     progress, dev)
 
