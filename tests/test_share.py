@@ -245,7 +245,8 @@ def test_reader_commands_work_on_a_read_only_mount(read_only_registry, exported,
     run("learngene", "export", "tiny.refined", tmp_path / "e", "--registry", reg)
     assert read_artifact(tmp_path / "e").content_sha256 == read_artifact(exported["refined"]).content_sha256
     for write in (["learngene", "rm", "tiny"], ["learngene", "import", exported["tiny"], "--name", "x"],
-                  ["learngene", "add", tmp_path / "m", "--name", "y"]):
+                  ["learngene", "add", tmp_path / "m", "--name", "y"],
+                  ["refine", tmp_path / "m", "--data", "pydoc", "--steps", 1], ["db", "vacuum"]):
         refused = run(*write, "--registry", reg, ok=False)
         assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
         assert "is read-only" in refused.output and "nothing was changed" in refused.output
