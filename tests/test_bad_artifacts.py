@@ -269,9 +269,13 @@ def test_bad_artifact_is_refused_and_the_registry_is_byte_identical(case, good, 
     assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
     assert message in result.output and "Traceback" not in result.output, result.output
     assert registry.read_bytes() == before, case
+    checked = CliRunner().invoke(cli, ["learngene", "import", "--check", str(folder)])
+    assert checked.exit_code == 1 and message in checked.output, checked.output
     assert sorted(p.name for p in registry.parent.iterdir() if p.name.startswith("registry")) == ["registry.db"]
     assert not MARKER.exists()
-    # the untouched artifact still imports into the same registry
+    # the untouched artifact checks and still imports into the same registry
+    ok = CliRunner().invoke(cli, ["learngene", "import", "--check", str(good)])
+    assert ok.exit_code == 0 and "learngene 'tiny' (bert, " in ok.output and "OK, every file checked" in ok.output
     ok = CliRunner().invoke(cli, ["learngene", "import", str(good), "--registry", str(registry)])
     assert ok.exit_code == 0 and "imported learngene 'tiny'" in ok.output, ok.output
 

@@ -268,11 +268,20 @@ def learngene_export(name: str, path: str, registry: str | None) -> None:
 @click.option("--name", help="Store it under this name [default: its own].")
 @click.option("--no-parent", is_flag=True, help="Import a refined learngene whose parent this registry lacks, "
               "without the lineage link.")
+@click.option("--check", is_flag=True, help="Only check the artifact (before uploading it, say); store nothing.")
 @registry_option
-def learngene_import(source: str, name: str | None, no_parent: bool, registry: str | None) -> None:
+def learngene_import(source: str, name: str | None, no_parent: bool, check: bool, registry: str | None) -> None:
     """Import a learngene written by `zoo learngene export`: a folder, or a Hub repository (through the Hugging Face
     cache; HF_HUB_OFFLINE=1 uses only the cache). Every file is checked (size, sha256, safetensors header) before
     anything is stored; only JSON and safetensors are read. Importing one already there is a no-op."""
+    if check:
+        from .share import find_artifact
+
+        art = find_artifact(source)
+        click.echo(f"{source}: learngene '{art.meta['name']}' ({art.meta['family']}, {len(art.genes)} genes, "
+                   f"{sum(g['nbytes'] for g in art.genes) / 2**20:.1f} MiB, content sha256 "
+                   f"{art.content_sha256[:12]}...): OK, every file checked")
+        return
     _import(source, name, registry, link_parent=not no_parent)
 
 

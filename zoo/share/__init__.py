@@ -25,10 +25,10 @@ Modules: ``layout`` (names, bounds, the content sha256), ``export``, ``check`` (
 
 from .check import Artifact, is_artifact, read_artifact
 from .export import Exported, export_learngene, model_card
-from .importer import Imported, artifact_folder, import_learngene
+from .importer import Imported, artifact_folder, find_artifact, import_learngene
 from .layout import (CALIBRATION, FORMAT, FORMAT_VERSION, MANIFEST, METADATA, README, content_sha256,
                      stored_content_sha256)
 
 __all__ = ["Artifact", "CALIBRATION", "Exported", "FORMAT", "FORMAT_VERSION", "Imported", "MANIFEST", "METADATA",
-           "README", "artifact_folder", "content_sha256", "export_learngene", "import_learngene", "is_artifact",
+           "README", "artifact_folder", "content_sha256", "export_learngene", "find_artifact", "import_learngene", "is_artifact",
            "model_card", "read_artifact", "stored_content_sha256"]

@@ -69,6 +69,18 @@ class Imported:
     parent_linked: bool = False
 
 
+def find_artifact(ref: str) -> Artifact:
+    """The exported learngene ``ref`` names (a folder or ``ORG/REPO``), checked whole (``zoo learngene import
+    --check`` stops here)."""
+    folder = artifact_folder(ref)
+    if folder is None:
+        if Path(ref).expanduser().exists():
+            raise refused(ref, f"it has no {MANIFEST} of a learngene exported by `zoo learngene export`")
+        raise SourceNotFoundError(f"'{ref}' is neither a folder nor an exported learngene on the Hugging Face Hub "
+                                  f"(or in its local cache); give the folder `zoo learngene export` wrote, or ORG/REPO")
+    return read_artifact(folder, ref)
+
+
 def import_learngene(ref: str, registry: Any = None, name: str | None = None, link_parent: bool = True) -> Imported:
     """Import the exported learngene at ``ref`` (a folder or ``ORG/REPO``) into ``registry``; see the module
     docstring. ``name``: store it under another name. ``link_parent=False``: import a refined learngene whose parent
@@ -76,14 +88,7 @@ def import_learngene(ref: str, registry: Any = None, name: str | None = None, li
     from ..api import check_name, registry_session
     from ..registry import LearngeneInfo
 
-    folder = artifact_folder(ref)
-    if folder is None:
-        path = Path(ref).expanduser()
-        if path.exists():
-            raise refused(ref, f"it has no {MANIFEST} of a learngene exported by `zoo learngene export`")
-        raise SourceNotFoundError(f"'{ref}' is neither a folder nor an exported learngene on the Hugging Face Hub "
-                                  f"(or in its local cache); give the folder `zoo learngene export` wrote, or ORG/REPO")
-    art = read_artifact(folder, ref)  # everything checked before the registry is opened
+    art = find_artifact(ref)  # everything checked before the registry is opened
     meta = art.meta
     target = check_name(name or meta["name"])
     with registry_session(registry, create=True) as reg:
