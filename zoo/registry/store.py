@@ -312,7 +312,7 @@ class Registry:
         from alembic import command
         from alembic.runtime.migration import MigrationContext
 
-        self.check_writable("setting up or migrating it")
+        self.check_writable("cannot set up or migrate the registry")
         lock = setup_lock(self.path) if self.path is not None else nullcontext()
         with lock, self.engine.connect() as conn:
             conn.execution_options(zoo_write=True)
@@ -499,7 +499,10 @@ class Registry:
             return list(session.execute(select(*columns).where(SqlGene.learngene_id == row.id).order_by(SqlGene.id)))
 
         def blob(session: Session, gene_id: int) -> bytes:
-            return bytes(session.scalar(select(SqlGene.data).where(SqlGene.id == gene_id)) or b"")
+            found = session.scalar(select(SqlGene.data).where(SqlGene.id == gene_id))
+            if found is None:
+                raise RegistryError(f"learngene '{name}' lost a gene while it was being read (removed meanwhile?)")
+            return bytes(found)
 
         for r in self._run(rows, what=f"cannot read learngene '{name}'"):
             out = dict(name=r.name, axes=json.loads(r.axes), source_shape=json.loads(r.source_shape),
