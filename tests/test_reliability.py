@@ -437,3 +437,40 @@ def test_rm_removes_every_row_and_unlinks_children(registry_url, tiny_bert_dir):
     [(genes, assets)] = execute(registry_url, "SELECT (SELECT count(*) FROM genes), (SELECT count(*) FROM assets)")
     assert (genes, assets) == (zoo.show_learngene("child", registry=registry_url).genes, 1)
     assert verified(registry_url) == []
+
+
+# -- 5. imports (zoo learngene import, tests/test_share.py) --------------------------------------------------------
+def test_sigkill_during_import_never_leaves_a_partial_learngene(registry_url, tiny_bert_dir, tmp_path):
+    source = tmp_path / "source.db"
+    zoo.add_learngene(str(tiny_bert_dir), name="victim", registry=source)
+    reference = gene_hashes(str(source), "victim")
+    assert CliRunner().invoke(cli, ["learngene", "export", "victim", str(tmp_path / "art"), "--registry",
+                                    str(source)]).exit_code == 0
+    zoo.add_learngene(str(tiny_bert_dir), name="seed", keep=0.5, registry=registry_url)
+    imp = ["learngene", "import", tmp_path / "art", "--registry", registry_url]
+    for point in KILL_POINTS:
+        [(code, out)] = run_forked([imp], tmp_path, env={"ZOO_TEST_KILL_AT": point})
+        assert code == -signal.SIGKILL, (point, out)
+        assert verified(registry_url) == [], point
+        committed = point == "publish:after-commit"
+        assert names_in(registry_url) == (["seed", "victim"] if committed else ["seed"]), point
+        [(code, out)] = run_forked([imp], tmp_path)  # the same import then succeeds (or finds it done)
+        assert code == 0 and ("already in the registry" if committed else "imported learngene") in out, (point, out)
+        assert gene_hashes(registry_url, "victim") == reference
+        zoo.remove_learngene("victim", registry=registry_url)
+
+
+def test_eight_imports_of_one_artifact_at_once(registry_url, tiny_bert_dir, tmp_path):
+    source = tmp_path / "source.db"
+    zoo.add_learngene(str(tiny_bert_dir), name="shared", registry=source)
+    assert CliRunner().invoke(cli, ["learngene", "export", "shared", str(tmp_path / "art"), "--registry",
+                                    str(source)]).exit_code == 0
+    zoo.add_learngene(str(tiny_bert_dir), name="seed", keep=0.5, registry=registry_url)  # schema in place
+    results = run_forked([["learngene", "import", tmp_path / "art", "--registry", registry_url]] * 8, tmp_path)
+    assert [code for code, _ in results] == [0] * 8, results
+    assert sum("imported learngene 'shared'" in out for _, out in results) >= 1
+    assert all("imported learngene" in out or "already in the registry" in out for _, out in results), results
+    assert names_in(registry_url) == ["seed", "shared"]
+    assert gene_hashes(registry_url, "shared") == gene_hashes(str(source), "shared")
+    assert execute(registry_url, "SELECT count(*) FROM learngenes WHERE name LIKE '~staging-%'") == [(0,)]
+    assert verified(registry_url) == []

@@ -114,6 +114,7 @@ def add_learngene(
     device: str | torch.device | None = "auto",
     calibrate: str | os.PathLike[str] = "default",
     calibrate_samples: int = DEFAULT_SAMPLES,
+    import_exported: bool = True,
 ) -> LearngeneInfo:
     """Extract a learngene from ``source`` (folder, file, hub id or alias) and store it in the registry.
 
@@ -123,7 +124,14 @@ def add_learngene(
 
     Safetensors checkpoints are read one tensor at a time and each gene is encoded as soon as it is extracted,
     so memory holds one gene group, not the checkpoint (docs/performance.md). ``device``: where the transforms run
-    (``auto``: a GPU when there is one); weights are read on the CPU and moved one layer at a time."""
+    (``auto``: a GPU when there is one); weights are read on the CPU and moved one layer at a time.
+
+    A folder or ``ORG/REPO`` written by ``zoo learngene export`` is imported as it is (:mod:`zoo.share`), unless
+    ``import_exported`` is False (the caller has looked already)."""
+    from .share import artifact_folder, import_learngene
+
+    if import_exported and artifact_folder(source) is not None:
+        return import_learngene(source, registry=registry, name=name).info
     cat = catalog()
     transform_obj = cat.transform(transform)
     keep_ratios = parse_keep(keep)
@@ -135,6 +143,7 @@ def add_learngene(
     dev = resolve_device(device)
     # open first: a broken registry fails before the slow extraction
     with registry_session(registry, create=True) as reg:
+        reg.check_writable(f"cannot add a learngene from '{source}'")  # read-only storage: before reading the source
         return _add(reg, source, cat, transform, transform_obj, keep_ratios, name, dtype, params, parent, notes,
                     progress, dev, (calibrate, calibrate_samples))
 

@@ -93,7 +93,7 @@ def cli(verbose: bool) -> None:
 
 @cli.group(cls=ZooGroup, context_settings=CONTEXT)
 def learngene() -> None:
-    """Add, list, show and remove learngenes."""
+    """Add, list, show, remove, export and import learngenes."""
 
 
 @learngene.command("add")
@@ -125,12 +125,24 @@ def learngene_add(source: str, transform: str, keep: str, name: str | None, dtyp
     """Extract a learngene from SOURCE and store it.
 
     SOURCE is a local Hugging Face folder or .safetensors file, a hub id (gpt2, google-bert/bert-base-uncased) or
-    a short alias (bert-base).
+    a short alias (bert-base). A folder or hub repository written by `zoo learngene export` is imported as it is
+    (`zoo learngene import`).
     """
+    from .share import artifact_folder
+
+    if artifact_folder(source) is not None:  # an exported learngene (folder or ORG/REPO): imported as it is
+        ctx = click.get_current_context()
+        given = [f"--{p}" for p in ("transform", "keep", "dtype", "param", "wavelet", "level", "mode", "calibrate")
+                 if ctx.get_parameter_source(p if p != "param" else "params") == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{source} is an exported learngene, imported as it was made: {', '.join(given)} "
+                                   f"cannot change it (use `zoo learngene import`)")
+        _import(source, name, registry, link_parent=True)
+        return
     sugar = {k: v for k, v in dict(wavelet=wavelet, level=level, mode=mode).items() if v is not None}
     info = api.add_learngene(source, transform=transform, keep=keep, name=name, dtype=dtype, registry=registry,
                              params={**parse_params(params), **sugar}, progress=not quiet, device=device,
-                             calibrate=calibrate, calibrate_samples=calibrate_samples)
+                             calibrate=calibrate, calibrate_samples=calibrate_samples, import_exported=False)
     click.echo(f"added learngene '{info.name}' ({info.family}, {info.transform}, keep {_keep(info.keep)}, "
                f"{info.genes} genes, {info.nbytes / 2**20:.1f} MiB) from {info.source}")
     if info.calibration_meta:
@@ -251,6 +263,57 @@ def learngene_rm(name: str, registry: str | None) -> None:
     """Remove a learngene."""
     api.remove_learngene(name, registry=registry)
     click.echo(f"removed learngene '{name}'")
+
+
+@learngene.command("export")
+@click.argument("name")
+@click.argument("path", type=click.Path(file_okay=False))
+@registry_option
+def learngene_export(name: str, path: str, registry: str | None) -> None:
+    """Write learngene NAME as a folder at PATH to share: safetensors genes, JSON metadata and lineage, assets, a
+    model card and a sha256 manifest. The folder is a Hugging Face Hub repository as it is:
+    `hf upload ORG/REPO PATH .`; others get it with `zoo learngene import ORG/REPO`."""
+    from .share import export_learngene
+
+    done = export_learngene(name, path, registry=registry)
+    click.echo(f"exported learngene '{done.name}' ({done.genes} genes, {done.nbytes / 2**20:.1f} MiB, content sha256 "
+               f"{done.content_sha256[:12]}...) to {done.path}; share it with `hf upload ORG/REPO {done.path} .`")
+
+
+@learngene.command("import")
+@click.argument("source", metavar="PATH|ORG/REPO")
+@click.option("--name", help="Store it under this name [default: its own].")
+@click.option("--no-parent", is_flag=True, help="Import a refined learngene whose parent this registry lacks, "
+              "without the lineage link.")
+@click.option("--check", is_flag=True, help="Only check the artifact (before uploading it, say); store nothing.")
+@registry_option
+def learngene_import(source: str, name: str | None, no_parent: bool, check: bool, registry: str | None) -> None:
+    """Import a learngene written by `zoo learngene export`: a folder, or a Hub repository (through the Hugging Face
+    cache; HF_HUB_OFFLINE=1 uses only the cache). Every file is checked (size, sha256, safetensors header) before
+    anything is stored; only JSON and safetensors are read. Importing one already there is a no-op."""
+    if check:
+        from .share import find_artifact
+
+        art = find_artifact(source)
+        click.echo(f"{source}: learngene '{art.meta['name']}' ({art.meta['family']}, {len(art.genes)} genes, "
+                   f"{sum(g['nbytes'] for g in art.genes) / 2**20:.1f} MiB, content sha256 "
+                   f"{art.content_sha256[:12]}...): OK, every file checked")
+        return
+    _import(source, name, registry, link_parent=not no_parent)
+
+
+def _import(source: str, name: str | None, registry: str | None, link_parent: bool) -> None:
+    from .share import import_learngene
+
+    done = import_learngene(source, registry=registry, name=name, link_parent=link_parent)
+    info = done.info
+    if not done.imported:
+        click.echo(f"learngene '{info.name}' is already in the registry with the same content (sha256 "
+                   f"{done.content_sha256[:12]}...); nothing was imported")
+        return
+    parent = f", refined from '{info.parent}'" if info.parent else ""
+    click.echo(f"imported learngene '{info.name}' ({info.family}, {info.transform}, {info.genes} genes, "
+               f"{info.nbytes / 2**20:.1f} MiB{parent}) from {source}")
 
 
 @cli.command("materialize")
@@ -404,6 +467,19 @@ def db_upgrade(registry: str | None) -> None:
     with Registry(to_url(location), create=False, check_schema=False) as reg:
         reg.upgrade()
     click.echo(f"registry {location} is at the current schema")
+
+
+@db.command("vacuum")
+@registry_option
+def db_vacuum(registry: str | None) -> None:
+    """Give back the space of removed learngenes (SQLite keeps freed pages in the file until then)."""
+    from .api import registry_session
+
+    with registry_session(registry) as reg:
+        before, after = reg.vacuum()
+        where = reg.where
+    sizes = f": {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB" if before is not None else " (space is reusable)"
+    click.echo(f"vacuumed registry {where}{sizes}")
 
 
 @cli.command("verify")

@@ -44,3 +44,7 @@ class SourceNotFoundError(ZooError, FileNotFoundError):
 
 class RegistryError(ZooError):
     """The registry cannot be opened, is damaged, or is at another schema version."""
+
+
+class ArtifactError(ZooError, ValueError):
+    """An exported learngene (``zoo learngene import``) that is malformed, damaged or unsafe: refused whole."""

@@ -341,6 +341,7 @@ def refine_learngene(source: str, *, data: str, steps: int, lam: float = DEFAULT
         raise InvalidConfigError(f"--data {data!r} does not exist; give a text file or folder, a built-in corpus "
                                  f"({', '.join(BUILTIN_TEXT)}), or for ViTs a folder with one subfolder per class")
     with registry_session(registry, create=True) as reg:
+        reg.check_writable("cannot refine")  # before training, not after it
         checkpoint = _checkpoint(source)
         adapter = find_adapter(checkpoint.config)
         sha = checkpoint.sha256()

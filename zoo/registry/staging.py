@@ -70,9 +70,12 @@ class StagedLearngene:
 
     def put(self, record: GeneRecord) -> None:
         """Write one gene, in a transaction of its own (SQLite: straight from the tensors' memory into the blob)."""
-        from .store import now
+        self.put_encoded(*gene_parts(record))
 
-        columns, parts = gene_parts(record)
+    def put_encoded(self, columns: dict[str, Any], parts: list[memoryview]) -> None:
+        """Write one gene already encoded (``columns`` and ``parts`` as :func:`gene_parts` makes them; an import
+        passes the exported bytes as they are, so the gene keeps its sha256)."""
+        from .store import now
 
         def work(session: Session) -> None:
             heartbeat = session.execute(update(SqlLearngene).where(SqlLearngene.id == self.id).values(

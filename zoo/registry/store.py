@@ -119,7 +119,7 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any, read_only: bool = False
     # busy_timeout first: switching to WAL itself needs the lock (codebase-memory-mcp #116)
     cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
     cursor.execute("PRAGMA foreign_keys = ON")
-    if read_only:  # `zoo verify`: not even the journal mode changes
+    if read_only:  # `zoo verify`, read-only storage: not even the journal mode changes
         cursor.execute("PRAGMA query_only = ON")
     else:
         cursor.execute("PRAGMA journal_mode = WAL")
@@ -133,6 +133,36 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any, read_only: bool = False
 
 def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("zoo_write") else "BEGIN")
+
+
+def _read_only_reason(path: Path) -> str | None:
+    """Why a registry file cannot be written here (a read-only mount, a folder or file without write permission),
+    or None. ``os.access`` reports a read-only mount even to root."""
+    if path.exists() and not os.access(path.parent, os.W_OK):
+        return f"its folder {path.parent} cannot be written"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file cannot be written"
+    return None
+
+
+def _read_only_url(parsed: URL, path: Path) -> URL:
+    """An SQLite URI that opens ``path`` without writing anything beside it.
+
+    A WAL database needs its ``-shm`` file, which a reader cannot create in a read-only folder: without a pending
+    ``-wal`` such a file is opened ``immutable`` (no locks, no sidecars: right for a read-only mount or image
+    layer, where nobody writes it meanwhile). Otherwise ``mode=ro``, which still takes SQLite's locks.
+    """
+    from urllib.parse import quote
+
+    wal = path.with_name(path.name + "-wal")
+    folder_locked = not os.access(path.parent, os.W_OK)
+    pending = wal.exists() and wal.stat().st_size > 0
+    if folder_locked and pending and not path.with_name(path.name + "-shm").exists():
+        raise RegistryError(f"cannot open registry {path}: {wal.name} holds writes not yet merged into it, and its "
+                            f"folder is read-only; open it once where it can be written (any zoo command merges them) "
+                            f"and publish the single file")
+    mode = {"immutable": "1"} if folder_locked and not pending else {"mode": "ro"}
+    return parsed.set(database="file:" + quote(str(path)), query={**mode, "uri": "true"})
 
 
 def sha256(data: bytes) -> str:
@@ -172,9 +202,13 @@ class Registry:
         self.url = parsed.render_as_string(hide_password=False)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self.path: Path | None = None
+        self.read_only_reason: str | None = None  # set when the storage refuses writes: every write says why
         connect_args: dict[str, Any] = {}
         if self.is_sqlite:
             self.path = self._sqlite_path(parsed, create)
+            self.read_only_reason = _read_only_reason(self.path)
+            if self.read_only_reason:
+                parsed, read_only = _read_only_url(parsed, self.path), True
         elif parsed.get_backend_name() == "postgresql":
             if "connect_timeout" not in parsed.query:
                 connect_args["connect_timeout"] = 10  # an unreachable server fails in seconds, not minutes
@@ -210,8 +244,12 @@ class Registry:
                 if fh.read(16) != b"SQLite format 3\x00":
                     raise RegistryError(f"cannot open registry {path}: the file is not a database (damaged, or not "
                                         f"a registry); nothing was changed: check --registry, or restore a backup")
+        if not path.exists() and path.parent.is_dir() and not os.access(path.parent, os.W_OK):
+            raise RegistryError(f"cannot create registry {path}: its folder {path.parent} is read-only; give a "
+                                f"path on writable storage")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.parent.is_dir():
+                path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RegistryError(f"cannot create the registry folder {path.parent}: {exc}") from exc
         return path
@@ -274,6 +312,7 @@ class Registry:
         from alembic import command
         from alembic.runtime.migration import MigrationContext
 
+        self.check_writable("cannot set up or migrate the registry")
         lock = setup_lock(self.path) if self.path is not None else nullcontext()
         with lock, self.engine.connect() as conn:
             conn.execution_options(zoo_write=True)
@@ -326,8 +365,16 @@ class Registry:
         finally:
             session.close()
 
+    def check_writable(self, what: str) -> None:
+        """Refuse, in one line, a write to a registry on read-only storage (before anything is attempted)."""
+        if self.read_only_reason:
+            raise RegistryError(f"{what}: registry {self.where} is read-only ({self.read_only_reason}); nothing was "
+                                f"changed: reading commands work, writes need a writable copy or location")
+
     def _run(self, work: Callable[[Session], T], write: bool = False, what: str = "") -> T:
         """``work(session)`` in one transaction, retried while the database stays busy; errors made readable."""
+        if write:
+            self.check_writable(what or "cannot write")
         for attempt in range(BUSY_RETRIES + 1):
             try:
                 with self.session(write=write) as session:
@@ -348,6 +395,12 @@ class Registry:
                 f"{prefix}registry {self.where} is busy: another process kept it locked for over {BUSY_TIMEOUT_S} s "
                 f"({BUSY_RETRIES + 1} tries); try again"
             )
+        if _sqlstate(getattr(exc, "orig", exc)) in ("25006", "42501"):  # read-only transaction, no privilege
+            return RegistryError(f"{prefix}registry {self.where} is read-only ({_reason(exc)}); nothing was "
+                                 f"changed: reading commands work, writes need a user and server allowed to write")
+        if "readonly database" in str(getattr(exc, "orig", exc)).lower():
+            return RegistryError(f"{prefix}registry {self.where} is read-only; nothing was changed: reading "
+                                 f"commands work, writes need a writable copy or location")
         if _is_damage(exc):
             return RegistryError(
                 f"{prefix}registry {self.where} is damaged ({_reason(exc)}); nothing was repaired: run "
@@ -434,6 +487,32 @@ class Registry:
 
         return self._run(work, what=f"cannot read learngene '{name}'")
 
+    def stored_genes(self, name: str, data: bool = False) -> Iterator[dict[str, Any]]:
+        """A learngene's gene rows as stored (name, axes, source_shape, shape, dtype, nbytes, sha256, fan_in), in
+        order; with ``data``, each with its bytes too, checked against its sha256 and read one gene at a time
+        (``zoo learngene export`` copies them as they are, so hashes carry over)."""
+        columns = (SqlGene.id, SqlGene.name, SqlGene.axes, SqlGene.source_shape, SqlGene.shape, SqlGene.dtype,
+                   SqlGene.nbytes, SqlGene.sha256, SqlGene.fan_in)
+
+        def rows(session: Session) -> list[Any]:
+            row = self._row(session, name)
+            return list(session.execute(select(*columns).where(SqlGene.learngene_id == row.id).order_by(SqlGene.id)))
+
+        def blob(session: Session, gene_id: int) -> bytes:
+            found = session.scalar(select(SqlGene.data).where(SqlGene.id == gene_id))
+            if found is None:
+                raise RegistryError(f"learngene '{name}' lost a gene while it was being read (removed meanwhile?)")
+            return bytes(found)
+
+        for r in self._run(rows, what=f"cannot read learngene '{name}'"):
+            out = dict(name=r.name, axes=json.loads(r.axes), source_shape=json.loads(r.source_shape),
+                       shape=json.loads(r.shape), dtype=r.dtype, nbytes=r.nbytes, sha256=r.sha256, fan_in=r.fan_in)
+            if data:
+                out["data"] = self._run(functools.partial(blob, gene_id=r.id), what=f"cannot read learngene '{name}'")
+                if sha256(out["data"]) != r.sha256:
+                    raise RegistryError(damaged(name, f"gene '{r.name}'"))
+            yield out
+
     def _gene(self, name: str, gene_id: int, decoded: Callable[[SqlGene], GeneRecord]) -> GeneRecord:
         def work(session: Session) -> GeneRecord:
             gene = session.get(SqlGene, gene_id)
@@ -494,6 +573,32 @@ class Registry:
         except IntegrityError as exc:  # a concurrent add of the same name won the race
             raise _duplicate(info.name) from exc
         crash_point("add:after-commit")
+
+    def vacuum(self) -> tuple[int | None, int | None]:
+        """Give the space of removed learngenes back (``zoo db vacuum``): SQLite rewrites the file compactly (it
+        otherwise keeps freed pages for reuse); PostgreSQL's VACUUM makes dead rows' space reusable. Returns the
+        SQLite file's size before and after (None, None for a server)."""
+        self.check_writable("cannot vacuum")
+
+        def size() -> int:
+            wal = self.path.with_name(self.path.name + "-wal")
+            return self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+        before = size() if self.path else None
+        try:
+            with self.engine.connect() as conn:
+                raw = conn.connection.driver_connection  # VACUUM cannot run inside a transaction
+                if self.is_sqlite:
+                    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    raw.execute("VACUUM")
+                    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                else:
+                    raw.autocommit = True
+                    for table in ("genes", "assets", "learngenes"):
+                        raw.execute(f"VACUUM {table}")
+        except DBAPIError as exc:
+            raise self._error(exc, "cannot vacuum") from exc
+        return before, size() if self.path else None
 
     def remove(self, name: str) -> None:
         def work(session: Session) -> None:
