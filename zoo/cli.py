@@ -25,6 +25,7 @@ class ZooGroup(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
+        self.typed_args = list(sys.argv[1:] if args is None else args)  # kept in zoo.json as the command typed
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
@@ -53,8 +54,9 @@ class ZooGroup(click.Group):
         except BrokenPipeError:  # `zoo learngene list | head`
             sys.stderr.close()
             raise click.exceptions.Exit(0) from None
-        except KeyboardInterrupt:
-            raise click.exceptions.Abort() from None
+        except KeyboardInterrupt:  # Ctrl-C: the shell convention, 128 + SIGINT
+            click.echo("\ninterrupted", err=True)
+            raise click.exceptions.Exit(130) from None
         except Exception as exc:  # unexpected: still one line unless -v
             if _verbose(ctx):
                 raise
@@ -66,8 +68,19 @@ def _verbose(ctx: click.Context) -> bool:
     return bool((root.params or {}).get("verbose")) or os.environ.get("ZOO_DEBUG") == "1"
 
 
+def _global_registry(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``zoo --registry X learngene list`` and ``zoo learngene list --registry X`` both work; the command's own
+    option wins, then the global one, then $ZOO_REGISTRY."""
+    from click.core import ParameterSource
+
+    given = ctx.find_root().params.get("registry")
+    if given and ctx.get_parameter_source(param.name) in (ParameterSource.ENVIRONMENT, ParameterSource.DEFAULT, None):
+        return given
+    return value
+
+
 registry_option = click.option(
-    "--registry", "registry", envvar="ZOO_REGISTRY", metavar="PATH|URL",
+    "--registry", "registry", envvar="ZOO_REGISTRY", metavar="PATH|URL", callback=_global_registry,
     help="Registry file or SQLAlchemy URL [env ZOO_REGISTRY; default: registry.db in the user data dir].",
 )
 
@@ -78,16 +91,19 @@ def _emit_json(data: Any) -> None:
 
 @click.group(cls=ZooGroup, context_settings=CONTEXT)
 @click.version_option(package_name="zoo-learngenes", prog_name="zoo")
-@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
-def cli(verbose: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors [env ZOO_DEBUG=1].")
+@click.option("--registry", "registry", metavar="PATH|URL",
+              help="Registry for every command (a command's own --registry wins) [env ZOO_REGISTRY].")
+def cli(verbose: bool, registry: str | None) -> None:
     """zoo: learngenes from pretrained models, materialized into models of any size.
 
     \b
     Examples:
-      zoo learngene add ./all-MiniLM-L6-v2 --keep 0.5
       zoo learngene list
-      zoo materialize --arch bert --layers 4 --hidden 256 --out bert-4x256
-      zoo materialize --arch gpt --layers 6 --out gpt-6
+      zoo materialize --arch bert --layers 4 --hidden 256      # -> ./bert-4x256/
+      zoo materialize --arch vit --layers 6 --hidden 192 --heads 3 --out vit-tiny
+      zoo learngene add ./my-model --keep 0.5
+      zoo --registry team.db learngene list
     """
 
 
@@ -111,7 +127,8 @@ def learngene() -> None:
 @click.option("--level", type=click.IntRange(min=0), help="dwt: decomposition level; overrides --keep (0 keeps all).")
 @click.option("--mode", help="dwt: boundary mode [periodization]; same as --param mode=NAME.")
 @click.option("--device", default="auto", show_default=True, help="Where the transforms run: auto, cpu, cuda or cuda:N.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar (bars only ever show on a terminal).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bars or library logs (bars only ever show on a terminal).")
 @registry_option
 def learngene_add(source: str, transform: str, keep: str, name: str | None, dtype: str, params: tuple[str, ...],
                   wavelet: str | None, level: int | None, mode: str | None, device: str, quiet: bool,
@@ -122,6 +139,7 @@ def learngene_add(source: str, transform: str, keep: str, name: str | None, dtyp
     a short alias (bert-base).
     """
     sugar = {k: v for k, v in dict(wavelet=wavelet, level=level, mode=mode).items() if v is not None}
+    _quiet_libraries(quiet)
     info = api.add_learngene(source, transform=transform, keep=keep, name=name, dtype=dtype, registry=registry,
                              params={**parse_params(params), **sugar}, progress=not quiet, device=device)
     click.echo(f"added learngene '{info.name}' ({info.family}, {info.transform}, keep {_keep(info.keep)}, "
@@ -252,24 +270,35 @@ def learngene_rm(name: str, registry: str | None) -> None:
 @click.option("--set", "options", multiple=True, metavar="KEY=VALUE",
               help="An architecture's other target option, e.g. --set format=timm --set img_size=224 for vit "
                    "(repeatable; values parsed as JSON if they can be).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (from_pretrained loads it).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Output folder (from_pretrained loads it); zoo's own earlier output there is replaced "
+                   "[default: ./FAMILY-LAYERSxHIDDEN, e.g. bert-4x256].")
+@click.option("--overwrite", "--force", "overwrite", is_flag=True,
+              help="Replace zoo's earlier output in the default folder (an explicit --out is always replaced).")
+@click.option("--seed", type=int, default=api.DEFAULT_SEED, show_default=True,
+              help="Seed for the init of parameters no gene covers: the same command gives the same bytes.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]),
               help="Type of the saved weights.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar (bars only ever show on a terminal).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bars or library logs (bars only ever show on a terminal).")
 @registry_option
 def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | None, hidden: int | None,
                     heads: int | None, kv_heads: int | None, head_dim: int | None, ffn: int | None, device: str,
-                    strategy: str | None, stats: str, options: tuple[str, ...], out: str, dtype: str, quiet: bool,
-                    registry: str | None) -> None:
-    """Build a model of any size from a learngene and save it as a Hugging Face folder.
+                    strategy: str | None, stats: str, options: tuple[str, ...], out: str | None, overwrite: bool,
+                    seed: int, dtype: str, quiet: bool, registry: str | None) -> None:
+    """Build a model of any size from a learngene and save it as a Hugging Face folder, with a model card
+    (README.md) and zoo.json, which records how to rebuild it byte for byte.
 
     Sizes you leave out keep the source model's.
     """
+    _quiet_libraries(quiet)
     report = api.materialize_to_disk(
         out, arch, learngene=learngene_name, layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
         head_dim=head_dim, ffn=ffn, device=device, strategy=strategy, stats=stats, registry=registry,
-        options=parse_params(options, "--set"), dtype=dtype, progress=not quiet,
+        options=parse_params(options, "--set"), dtype=dtype, progress=not quiet, seed=seed,
+        overwrite=overwrite or out is not None, argv=["zoo", *_typed_args()],
     )
+    out = report.get("out", out)
     sizes = report["sizes"]
     click.echo(f"using learngene '{report['learngene']}' ({report['family']}, from {report['source']}); "
                f"choose another with --from NAME (see `zoo learngene list`)")
@@ -282,8 +311,30 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
     if report.get("reset_genes"):
         click.echo(f"note: tuned to the source's last layer, so left at init in this shallower model: "
                    f"{', '.join(report['reset_genes'])}")
+    if report.get("kept_user_files"):
+        click.echo(f"kept your {', '.join(report['kept_user_files'])} (zoo's model card is not written over it)")
     default_load = f"transformers.{report['model_class']}.from_pretrained({out!r})"
     click.echo(f"load it with: {report.get('load') or default_load}")
+
+
+def _typed_args() -> list[str]:
+    """The arguments as typed (``zoo.json`` keeps them beside the canonical rebuild command)."""
+    return list(getattr(click.get_current_context().find_root().command, "typed_args", []))
+
+
+def _quiet_libraries(quiet: bool) -> None:
+    """Quiet transformers' and huggingface_hub's own bars and logs too (GGUF loading, downloads): all of them
+    with --quiet, and their bars when stderr is not a terminal, like zoo's own."""
+    if not quiet and sys.stderr.isatty():
+        return
+    import huggingface_hub.utils
+    import transformers.utils.logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+    if quiet:
+        hf_logging.set_verbosity_error()
+        os.environ["TRANSFORMERS_VERBOSITY"] = "error"  # child processes (none today) and late imports alike
 
 
 @cli.command("refine")
@@ -402,6 +453,7 @@ def verify_cmd(names: tuple[str, ...], as_json: bool, registry: str | None) -> N
 
     location = to_url(registry or default_registry_path())
     with Registry(location, create=False, check_schema=False, read_only=True) as reg:
+        _known(reg, names)
         report = verify(reg, names)
     if as_json:
         _emit_json(report.to_json())
@@ -418,6 +470,21 @@ def verify_cmd(names: tuple[str, ...], as_json: bool, registry: str | None) -> N
                        f"(hidden; the next add removes those untouched for {STALE_AFTER_S // 3600} hours)")
     if not report.ok:
         raise click.exceptions.Exit(1)
+
+
+def _known(reg: Any, names: tuple[str, ...]) -> None:
+    """A name that is not in the registry is a typo, not damage: one line naming the learngenes there are."""
+    from .errors import UnknownNameError
+
+    if not names:
+        return
+    try:
+        present = {info.name for info in reg.list()}
+    except ZooError:  # a registry too damaged to list: verify says what it can
+        return
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise UnknownNameError("learngene", missing[0], sorted(present), hint="see `zoo learngene list`")
 
 
 def _register_plugin_commands() -> None:
