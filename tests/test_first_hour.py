@@ -282,7 +282,11 @@ def test_quiet_silences_transformers_too(st_registry, tmp_path):
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
         if not bars_off:
-            huggingface_hub.utils.enable_progress_bars()
+            import warnings
+
+            with warnings.catch_warnings():  # HF_HUB_DISABLE_PROGRESS_BARS (conftest) keeps them off anyway
+                warnings.simplefilter("ignore")
+                huggingface_hub.utils.enable_progress_bars()
 
 
 def test_ctrl_c_exits_130(st_registry, monkeypatch):
@@ -329,3 +333,38 @@ def test_a_wheel_carries_the_example_registry_and_runs_the_main_job(tmp_path):
     assert made.returncode == 0, made.stderr
     assert "using learngene 'all-minilm-l6-v2" in made.stdout and (tmp_path / "bert-1x64" / "config.json").is_file()
     assert list((tmp_path / "data").rglob("registry.db"))  # the first-run copy
+
+
+# -- on demand -----------------------------------------------------------------------------------------------------
+def test_a_missing_family_is_added_from_its_default_hub_source(st_registry, tmp_path, monkeypatch):
+    """``zoo materialize --arch gpt`` on a registry without GPT-2: the learngene is added from openai-community/gpt2
+    in a Hugging Face cache (laid out as a download leaves it, offline); with no cached copy, one line."""
+    import shutil
+
+    import huggingface_hub.constants
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    registry = tmp_path / "r.db"
+    shutil.copyfile(st_registry, registry)  # bert only
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.chdir(tmp_path)
+    failed = run("materialize", "--arch", "gpt", "--layers", 1, "--registry", registry, ok=False)
+    line = one_line_error(failed)
+    assert "has no gpt2 learngene (it has: bert)" in line and "openai-community/gpt2" in line
+    assert "use --arch bert" in line and not (tmp_path / "gpt2-1x32").exists()
+    assert [i.name for i in zoo.list_learngenes(registry=registry)] == ["st"]
+
+    source = tmp_path / "gpt2-src"
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64, n_positions=16)).save_pretrained(source)
+    hub_cache(tmp_path / "hub", "openai-community/gpt2", source)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    made = run("materialize", "--arch", "gpt", "--layers", 1, "--registry", registry)
+    assert "has no gpt2 learngene: adding one from openai-community/gpt2" in made.output
+    assert "using learngene 'gpt2.dct'" in made.output
+    assert zoo.show_learngene("gpt2.dct", registry=registry).source == "openai-community/gpt2"
+    assert GPT2LMHeadModel.from_pretrained(tmp_path / "gpt2-1x32").config.n_layer == 1
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(tmp_path / "gpt2-1x32" / "README.md")
+    assert card.data.base_model == "openai-community/gpt2" and card.data.pipeline_tag == "text-generation"

@@ -358,6 +358,7 @@ def materialize_to_disk(
     seed: int | None = DEFAULT_SEED,
     overwrite: bool = True,
     argv: list[str] | None = None,
+    on_demand: Any = None,
 ) -> dict[str, Any]:
     """Like :func:`materialize` with ``out``, but streaming: each gene is built (on ``device``) and written into
     the safetensors files at once, so memory holds about one gene, never the model. Returns the report that
@@ -370,6 +371,10 @@ def materialize_to_disk(
     refuses a folder that already holds zoo's output (a folder zoo did not write is always refused). ``seed``
     seeds the init of parameters no gene covers (``None``: not seeded). ``argv``: the command line as typed, kept
     in ``zoo.json``. The folder gets a model card (``README.md``) unless the user's own is there already.
+
+    ``on_demand``: a function taking a message; when given and the registry has no learngene of ``arch`` (and no
+    ``learngene`` is named), one is added first from the family's default source (the hub, or its local cache),
+    and the function is told so.
     """
     if dtype not in STORAGE_DTYPES:
         raise InvalidConfigError(f"unknown dtype '{dtype}'; valid choices: {', '.join(STORAGE_DTYPES)}")
@@ -377,6 +382,8 @@ def materialize_to_disk(
     sizes = dict(layers=layers, hidden=hidden, heads=heads, ffn=ffn, kv_heads=kv_heads, head_dim=head_dim,
                  positions=positions)
     with registry_session(registry) as reg:
+        if on_demand is not None and learngene is None and arch:
+            add_default_learngene(reg, arch, on_demand, progress)
         job = _plan(reg, arch, learngene, sizes, dev, strategy, stats, out, options, in_memory=False)
         if job.out_dir is None:
             job.out_dir = check_out(Path.cwd() / default_out(job), reg)
@@ -413,6 +420,40 @@ def materialize_to_disk(
         _write_folder(job.out_dir, write, assets, report)
         report["out"] = str(job.out_dir)
         return report
+
+
+def default_source(adapter: Any) -> str | None:
+    """Where a family's learngene comes from when the registry has none: the adapter's ``default_source``, else
+    its first source alias (GPT-2: openai-community/gpt2)."""
+    return getattr(adapter, "default_source", None) or next(iter(getattr(adapter, "source_aliases", {}).values()),
+                                                            None)
+
+
+def add_default_learngene(reg: Registry, arch: str, notify: Any, progress: bool = False) -> LearngeneInfo | None:
+    """A learngene of ``arch`` from its family's default source, added when the registry has none (else ``None``).
+
+    The source is looked up before anything is said or written: with no network and no cached copy this is one
+    line naming what the registry has instead."""
+    from .sources import HUB_ID
+
+    adapter = catalog().architecture(arch)
+    source = default_source(adapter)
+    if reg.latest(adapter.name) is not None or not source or not HUB_ID.match(source):
+        return None
+    try:
+        if pm.hook.resolve_source(source=source) is None:
+            resolve(source, {})
+    except ZooError as exc:
+        have = sorted({i.family for i in reg.list()})
+        alternatives = f"--arch {' or --arch '.join(have)}, " if have else ""
+        reason = "no network?" if "unreachable" in str(exc) else str(exc).split(": ", 1)[-1].split(";")[0]
+        raise InvalidConfigError(
+            f"registry {reg.where} has no {adapter.name} learngene (it has: {', '.join(have) or 'none'}), and its "
+            f"default source {source} is not in the Hugging Face cache and could not be downloaded ({reason}); use "
+            f"{alternatives}or add one with `zoo learngene add SOURCE`") from None
+    notify(f"registry {reg.where} has no {adapter.name} learngene: adding one from {source}, the family's default "
+           f"source")
+    return add_learngene(source, registry=reg, progress=progress)
 
 
 @contextmanager

@@ -289,7 +289,8 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
     """Build a model of any size from a learngene and save it as a Hugging Face folder, with a model card
     (README.md) and zoo.json, which records how to rebuild it byte for byte.
 
-    Sizes you leave out keep the source model's.
+    Sizes you leave out keep the source model's. With --arch and no learngene of that family in the registry,
+    one is added first from the family's default source on the Hugging Face Hub (or its local cache).
     """
     _quiet_libraries(quiet)
     report = api.materialize_to_disk(
@@ -297,6 +298,7 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
         head_dim=head_dim, ffn=ffn, device=device, strategy=strategy, stats=stats, registry=registry,
         options=parse_params(options, "--set"), dtype=dtype, progress=not quiet, seed=seed,
         overwrite=overwrite or out is not None, argv=["zoo", *_typed_args()],
+        on_demand=lambda message: click.echo(message, err=True),
     )
     out = report.get("out", out)
     sizes = report["sizes"]
