@@ -269,24 +269,25 @@ def test_everyday_fixes(st_registry, tmp_path):
     assert "its 2 heads" in line and "pass --heads, one of: 1, 5, 25" in line and "--heads 2" not in line
 
 
-def test_quiet_silences_transformers_too(st_registry, tmp_path):
+def test_quiet_silences_transformers_too(st_registry, tmp_path, monkeypatch):
+    import importlib
+
     import huggingface_hub.utils
     import transformers.utils.logging as hf_logging
 
-    verbosity, bars_off = hf_logging.get_verbosity(), huggingface_hub.utils.are_progress_bars_disabled()
+    hub_tqdm = importlib.import_module("huggingface_hub.utils.tqdm")  # the module (the package exports a class)
+
+    monkeypatch.setattr(hub_tqdm, "HF_HUB_DISABLE_PROGRESS_BARS", None)  # as a user's shell has it (conftest sets 1)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.enable_progress_bar()
+    assert hf_logging.is_progress_bar_enabled() and not huggingface_hub.utils.are_progress_bars_disabled()
     try:
         run("materialize", "--from", "st", "--layers", 1, "--quiet", "--out", tmp_path / "q", "--registry", st_registry)
         assert hf_logging.get_verbosity() == hf_logging.ERROR
-        assert hf_logging.is_progress_bar_enabled() is False and huggingface_hub.utils.are_progress_bars_disabled()
+        assert not hf_logging.is_progress_bar_enabled() and huggingface_hub.utils.are_progress_bars_disabled()
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
-        if not bars_off:
-            import warnings
-
-            with warnings.catch_warnings():  # HF_HUB_DISABLE_PROGRESS_BARS (conftest) keeps them off anyway
-                warnings.simplefilter("ignore")
-                huggingface_hub.utils.enable_progress_bars()
 
 
 def test_ctrl_c_exits_130(st_registry, monkeypatch):
