@@ -148,6 +148,29 @@ def test_seeded_and_rebuilt_from_zoo_json_byte_for_byte(st_registry, tmp_path):
     assert json.loads((tmp_path / "cmd" / "zoo.json").read_text())["learngene_sha256"] == record["learngene_sha256"]
 
 
+def test_dry_run_plans_and_writes_nothing_and_json_reports(st_registry, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    plan = run("materialize", "--from", "st", "--layers", 1, "--hidden", 16, "--heads", 2, "--dry-run",
+               "--registry", st_registry).output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    assert "plan (nothing written" in plan and "BertModel: depth 1, hidden 16, heads 2" in plan
+    assert "mlp.up.weight          depth 2->1, ffn 64->32, hidden 32->16" in plan
+    assert "fresh       pooler.dense.bias, pooler.dense.weight" in plan
+    as_json = json.loads(run("materialize", "--from", "st", "--layers", 1, "--hidden", 16, "--heads", 2, "--dry-run",
+                             "--json", "--registry", st_registry).output)
+    assert as_json["dry_run"] is True and as_json["out"] == str(tmp_path / "bert-1x16")
+    assert as_json["disk_bytes"] == as_json["parameters"] * 4 and not (tmp_path / "bert-1x16").exists()
+    made = json.loads(run("materialize", "--from", "st", "--layers", 1, "--hidden", 16, "--heads", 2, "--json",
+                          "--registry", st_registry).output)
+    assert made["parameters"] == as_json["parameters"] and made["fresh_parameters"] == as_json["fresh_parameters"]
+    assert made["command"] == as_json["command"]
+    assert json.loads((tmp_path / "bert-1x16" / "zoo.json").read_text())["learngene_sha256"] == made["learngene_sha256"]
+    added = json.loads(run("learngene", "add", str(tmp_path / "bert-1x16"), "--json", "--registry",
+                           tmp_path / "r.db").output)
+    assert added["name"] == "bert-1x16.dct" and added["family"] == "bert"
+
+
 # -- Hub-ready outputs ---------------------------------------------------------------------------------------------
 def hub_cache(cache: Path, repo_id: str, folder: Path) -> None:
     """``folder``, subfolders included, laid out as huggingface_hub caches a download: ``refs/main`` names a

@@ -359,6 +359,7 @@ def materialize_to_disk(
     overwrite: bool = True,
     argv: list[str] | None = None,
     on_demand: Any = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Like :func:`materialize` with ``out``, but streaming: each gene is built (on ``device``) and written into
     the safetensors files at once, so memory holds about one gene, never the model. Returns the report that
@@ -375,6 +376,9 @@ def materialize_to_disk(
     ``on_demand``: a function taking a message; when given and the registry has no learngene of ``arch`` (and no
     ``learngene`` is named), one is added first from the family's default source (the hub, or its local cache),
     and the function is told so.
+
+    ``dry_run``: check and plan everything, write nothing, and return the plan: the report ``zoo.json`` would hold
+    plus ``disk_bytes`` and, per gene, its shape in the source and in the target (``genes``).
     """
     if dtype not in STORAGE_DTYPES:
         raise InvalidConfigError(f"unknown dtype '{dtype}'; valid choices: {', '.join(STORAGE_DTYPES)}")
@@ -382,7 +386,7 @@ def materialize_to_disk(
     sizes = dict(layers=layers, hidden=hidden, heads=heads, ffn=ffn, kv_heads=kv_heads, head_dim=head_dim,
                  positions=positions)
     with registry_session(registry) as reg:
-        if on_demand is not None and learngene is None and arch:
+        if on_demand is not None and learngene is None and arch and not dry_run:
             add_default_learngene(reg, arch, on_demand, progress)
         job = _plan(reg, arch, learngene, sizes, dev, strategy, stats, out, options, in_memory=False)
         if job.out_dir is None:
@@ -392,6 +396,8 @@ def materialize_to_disk(
                                      f"or --out DIR")
         assets = reg.assets(job.info.name)
         made = provenance(reg, job, sizes, options, seed, dtype, argv)
+        if dry_run:
+            return _dry_run(job, made, dtype)
         if not assemble.streamable(job.adapter):
             with seeded(seed, dev):
                 model = _build(job, progress)
@@ -507,6 +513,26 @@ def provenance(reg: Registry, job: _Job, requested: dict[str, int | None], optio
     if argv is not None:
         made["argv"] = shlex.join(argv)
     return made
+
+
+def _dry_run(job: _Job, made: dict[str, Any], dtype: str) -> dict[str, Any]:
+    """The plan of a materialization: what it would build and write, from the layout on ``meta`` (no memory)."""
+    from .genes import shape_for
+
+    genes = [{"name": name, "axes": list(r.axes), "source_shape": list(r.source_shape),
+              "target_shape": list(shape_for(r.axes, job.sizes))} for name, r in job.records.items()]
+    params, model_class, fresh = job.adapter.parameter_count(job.config), "?", None
+    if assemble.streamable(job.adapter):
+        layout = assemble.construct(job.adapter, job.config, "meta")
+        placements = assemble.plan(job.adapter, job.config, layout.state_dict(keep_vars=True), job.records)
+        fresh = sorted(assemble.uncovered(layout, {p.key for places in placements.values() for p in places}))
+        params, model_class = sum(p.numel() for p in layout.parameters()), type(layout).__name__
+    report = _report(job, model_class, params, fresh or [])
+    report.update(made, dry_run=True, out=str(job.out_dir), genes=genes,
+                  disk_bytes=params * STORAGE_DTYPES[dtype].itemsize)
+    if fresh is None:
+        report["fresh_parameters"] = None  # known once built: the family builds its own model
+    return report
 
 
 @dataclass

@@ -129,10 +129,11 @@ def learngene() -> None:
 @click.option("--device", default="auto", show_default=True, help="Where the transforms run: auto, cpu, cuda or cuda:N.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bars or library logs (bars only ever show on a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the added learngene as JSON.")
 @registry_option
 def learngene_add(source: str, transform: str, keep: str, name: str | None, dtype: str, params: tuple[str, ...],
                   wavelet: str | None, level: int | None, mode: str | None, device: str, quiet: bool,
-                  registry: str | None) -> None:
+                  as_json: bool, registry: str | None) -> None:
     """Extract a learngene from SOURCE and store it.
 
     SOURCE is a local Hugging Face folder or .safetensors file, a hub id (gpt2, google-bert/bert-base-uncased) or
@@ -142,6 +143,9 @@ def learngene_add(source: str, transform: str, keep: str, name: str | None, dtyp
     _quiet_libraries(quiet)
     info = api.add_learngene(source, transform=transform, keep=keep, name=name, dtype=dtype, registry=registry,
                              params={**parse_params(params), **sugar}, progress=not quiet, device=device)
+    if as_json:
+        _emit_json(info.to_json())
+        return
     click.echo(f"added learngene '{info.name}' ({info.family}, {info.transform}, keep {_keep(info.keep)}, "
                f"{info.genes} genes, {info.nbytes / 2**20:.1f} MiB) from {info.source}")
 
@@ -281,11 +285,14 @@ def learngene_rm(name: str, registry: str | None) -> None:
               help="Type of the saved weights.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bars or library logs (bars only ever show on a terminal).")
+@click.option("--dry-run", is_flag=True, help="Print the plan (learngene, sizes, parameters, disk size, how each "
+              "gene is resized, fresh parameters) and write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report (what zoo.json holds) as JSON.")
 @registry_option
 def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | None, hidden: int | None,
                     heads: int | None, kv_heads: int | None, head_dim: int | None, ffn: int | None, device: str,
                     strategy: str | None, stats: str, options: tuple[str, ...], out: str | None, overwrite: bool,
-                    seed: int, dtype: str, quiet: bool, registry: str | None) -> None:
+                    seed: int, dtype: str, quiet: bool, dry_run: bool, as_json: bool, registry: str | None) -> None:
     """Build a model of any size from a learngene and save it as a Hugging Face folder, with a model card
     (README.md) and zoo.json, which records how to rebuild it byte for byte.
 
@@ -298,8 +305,14 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
         head_dim=head_dim, ffn=ffn, device=device, strategy=strategy, stats=stats, registry=registry,
         options=parse_params(options, "--set"), dtype=dtype, progress=not quiet, seed=seed,
         overwrite=overwrite or out is not None, argv=["zoo", *_typed_args()],
-        on_demand=lambda message: click.echo(message, err=True),
+        on_demand=lambda message: click.echo(message, err=True), dry_run=dry_run,
     )
+    if as_json:
+        _emit_json(report)
+        return
+    if dry_run:
+        _print_plan(report)
+        return
     out = report.get("out", out)
     sizes = report["sizes"]
     click.echo(f"using learngene '{report['learngene']}' ({report['family']}, from {report['source']}); "
@@ -317,6 +330,28 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
         click.echo(f"kept your {', '.join(report['kept_user_files'])} (zoo's model card is not written over it)")
     default_load = f"transformers.{report['model_class']}.from_pretrained({out!r})"
     click.echo(f"load it with: {report.get('load') or default_load}")
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    sizes = ", ".join(f"{k} {v}" for k, v in plan["sizes"].items())
+    click.echo("plan (nothing written; drop --dry-run to build it):")
+    click.echo(f"  learngene   {plan['learngene']} ({plan['family']}, {plan['transform']}, from {plan['source']})")
+    click.echo(f"  model       {plan['model_class']}: {sizes}")
+    click.echo(f"  size        {plan['parameters'] / 1e6:.1f}M parameters, {plan['disk_bytes'] / 2**20:.1f} MiB as "
+               f"{plan['dtype']} -> {plan['out']}")
+    click.echo(f"  options     strategy {plan['strategy']}, stats {plan['stats']}, seed {plan['seed']}, "
+               f"device {plan['device']}")
+    resized = [g for g in plan["genes"] if g["source_shape"] != g["target_shape"]]
+    click.echo(f"  genes       {len(plan['genes'])}, {len(resized)} resized:")
+    for gene in resized:
+        changes = ", ".join(f"{role} {a}->{b}" for role, a, b in zip(gene["axes"], gene["source_shape"],
+                                                                     gene["target_shape"]) if a != b)
+        click.echo(f"    {gene['name']:<22} {changes}")
+    fresh = plan["fresh_parameters"]
+    click.echo(f"  fresh       {', '.join(fresh) if fresh else 'none' if fresh is not None else 'known once built'}")
+    for name in plan.get("skipped_genes") or []:
+        click.echo(f"  skipped     {name} (no room for it in the target)")
+    click.echo(f"  command     {plan['command']}")
 
 
 def _typed_args() -> list[str]:
@@ -360,10 +395,11 @@ def _quiet_libraries(quiet: bool) -> None:
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]),
               help="Storage precision of the coefficients.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--json", "as_json", is_flag=True, help="Print the refined learngene as JSON.")
 @registry_option
 def refine_cmd(source: str, data: str, steps: int, lam: float | None, transform: str, keep: str,
                params: tuple[str, ...], parent: str | None, name: str | None, lr: float, batch: int, seq: int,
-               seed: int, dtype: str, device: str, registry: str | None) -> None:
+               seed: int, dtype: str, device: str, as_json: bool, registry: str | None) -> None:
     """FRONT+: fine-tune SOURCE briefly with its task loss + lambda x the energy outside the learngene's block,
     then add the refined learngene, linked to the unrefined one (`zoo learngene show` prints the lineage).
 
@@ -380,6 +416,9 @@ def refine_cmd(source: str, data: str, steps: int, lam: float | None, transform:
     except KeyboardInterrupt:
         click.echo("\ninterrupted: nothing was added; the registry is unchanged", err=True)
         raise click.exceptions.Exit(130) from None
+    if as_json:
+        _emit_json(refined.to_json())
+        return
     energy = refined.refinement["energy_in_block"]
     click.echo(f"added learngene '{refined.name}' (refined from '{parent_info.name}', lambda "
                f"{refined.refinement['lambda']:g}, {steps} steps): energy in the kept block "
