@@ -292,6 +292,16 @@ def test_everyday_fixes(st_registry, tmp_path):
     assert "its 2 heads" in line and "pass --heads, one of: 1, 5, 25" in line and "--heads 2" not in line
 
 
+def test_keep_shows_what_a_wavelet_level_stores(st_dir, tmp_path):
+    registry = tmp_path / "r.db"
+    added = run("learngene", "add", st_dir, "--transform", "dwt", "--level", 1, "--registry", registry).output
+    assert "keep 0.5 (level 1)" in added  # the level overrides --keep (1 by default): each level halves an axis
+    row = next(line for line in run("learngene", "list", "--registry", registry).output.splitlines()
+               if line.startswith("st-model.dwt"))
+    assert "0.5 (level 1)" in row
+    assert "keep:       0.5 (level 1)" in run("learngene", "show", "st-model.dwt", "--registry", registry).output
+
+
 def test_quiet_silences_transformers_too(st_registry, tmp_path, monkeypatch):
     import importlib
 

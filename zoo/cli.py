@@ -146,7 +146,7 @@ def learngene_add(source: str, transform: str, keep: str, name: str | None, dtyp
     if as_json:
         _emit_json(info.to_json())
         return
-    click.echo(f"added learngene '{info.name}' ({info.family}, {info.transform}, keep {_keep(info.keep)}, "
+    click.echo(f"added learngene '{info.name}' ({info.family}, {info.transform}, keep {_stored(info)}, "
                f"{info.genes} genes, {info.nbytes / 2**20:.1f} MiB) from {info.source}")
 
 
@@ -161,6 +161,15 @@ def parse_params(items: tuple[str, ...], option: str = "--param") -> dict[str, A
         except ValueError:
             params[key.strip()] = value
     return params
+
+
+def _stored(info: Any) -> str:
+    """The share of coefficients a learngene stores per axis: its keep ratios, or what a wavelet ``level``, which
+    overrides them, keeps (each level halves an axis)."""
+    level = (info.transform_params or {}).get("level")
+    if isinstance(level, int) and not isinstance(level, bool):
+        return f"{0.5 ** level:g} (level {level})"
+    return _keep(info.keep)
 
 
 def _keep(keep: dict[str, float]) -> str:
@@ -192,7 +201,7 @@ def learngene_list(as_json: bool, family: str | None, registry: str | None) -> N
     if not infos:
         click.echo("no learngenes yet; add one with `zoo learngene add SOURCE`")
         return
-    rows = [(i.name, i.family, _sizes(i), i.transform, _keep(i.keep), f"{i.nbytes / 2**20:.1f}M",
+    rows = [(i.name, i.family, _sizes(i), i.transform, _stored(i), f"{i.nbytes / 2**20:.1f}M",
              i.created_at.strftime("%Y-%m-%d %H:%M"), i.source) for i in infos]
     header = ("NAME", "FAMILY", "LAYERSxHIDDEN", "TRANSFORM", "KEEP", "SIZE", "CREATED", "SOURCE")
     widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(len(header))]
@@ -215,7 +224,7 @@ def learngene_show(name: str, as_json: bool, registry: str | None) -> None:
     click.echo(f"source:     {info.source}")
     click.echo(f"sha256:     {info.source_sha256}")
     click.echo(f"transform:  {info.transform} {json.dumps(info.transform_params) if info.transform_params else ''}")
-    click.echo(f"keep:       {_keep(info.keep)}")
+    click.echo(f"keep:       {_stored(info)}")
     click.echo(f"stored:     {info.genes} genes, {info.nbytes / 2**20:.2f} MiB ({info.dtype})")
     click.echo(f"created:    {info.created_at.isoformat(timespec='seconds')} (zoo {info.zoo_version})")
     if info.parent:
