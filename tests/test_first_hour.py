@@ -302,6 +302,17 @@ def test_keep_shows_what_a_wavelet_level_stores(st_dir, tmp_path):
     assert "keep:       0.5 (level 1)" in run("learngene", "show", "st-model.dwt", "--registry", registry).output
 
 
+def test_a_timm_checkpoint_of_another_model_names_the_real_cause(tmp_path):
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    file = tmp_path / "small.safetensors"  # ViT-S weights, given as ViT-Ti
+    save_file(timm.create_model("vit_small_patch16_224", depth=2, weight_init="skip").state_dict(), str(file))
+    line = one_line_error(run("learngene", "add", f"vit-tiny@{file}", "--registry", tmp_path / "r.db", ok=False))
+    assert "size mismatch for" in line and "torch.Size([1, 1, 384])" in line and "more problems" in line
+    assert line.rstrip().endswith("name the timm model it was saved from (MODEL@FILE)")
+
+
 def test_quiet_silences_transformers_too(st_registry, tmp_path, monkeypatch):
     import importlib
 
