@@ -413,3 +413,29 @@ def test_a_missing_family_is_added_from_its_default_hub_source(st_registry, tmp_
 
     card = ModelCard.load(tmp_path / "gpt2-1x32" / "README.md")
     assert card.data.base_model == "openai-community/gpt2" and card.data.pipeline_tag == "text-generation"
+
+
+def test_deit_from_the_hub_cache_offline_and_a_timm_card(tmp_path, monkeypatch):
+    """``zoo learngene add deit-tiny`` resolves timm's repo id from a Hugging Face cache (no network), and a
+    model written for timm gets a card that says so."""
+    timm = pytest.importorskip("timm")
+    import huggingface_hub.constants
+    from huggingface_hub import ModelCard
+    from safetensors.torch import save_file
+
+    hub_id = timm.models.get_pretrained_cfg("deit_tiny_patch16_224").hf_hub_id
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    torch.manual_seed(0)
+    save_file(timm.create_model("deit_tiny_patch16_224", weight_init="skip").state_dict(),
+              str(weights / "model.safetensors"))
+    hub_cache(tmp_path / "hub", hub_id, weights)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    registry = tmp_path / "r.db"
+    run("learngene", "add", "deit-tiny", "--registry", registry)
+    assert zoo.show_learngene(f"{hub_id.split('/')[-1]}.dct", registry=registry).source == hub_id
+    out = tmp_path / "deit"
+    run("materialize", "--arch", "vit", "--layers", 2, "--set", "format=timm", "--out", out, "--registry", registry)
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "timm" and card.data.base_model == hub_id
+    assert "timm.create_model(" in card.text and not (out / "preprocessor_config.json").exists()
