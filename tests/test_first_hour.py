@@ -146,6 +146,22 @@ def test_seeded_and_rebuilt_from_zoo_json_byte_for_byte(st_registry, tmp_path):
     run(*words, "--registry", st_registry)
     assert sha256(tmp_path / "cmd" / "model.safetensors") == sha256(tmp_path / "a" / "model.safetensors")
     assert json.loads((tmp_path / "cmd" / "zoo.json").read_text())["learngene_sha256"] == record["learngene_sha256"]
+    # and --like: the options zoo.json records, except those typed again
+    run("materialize", "--like", tmp_path / "a", "--out", tmp_path / "like", "--registry", st_registry)
+    assert sha256(tmp_path / "like" / "model.safetensors") == sha256(tmp_path / "a" / "model.safetensors")
+    run("materialize", "--like", tmp_path / "a" / "zoo.json", "--seed", 7, "--out", tmp_path / "like7",
+        "--registry", st_registry)
+    assert sha256(tmp_path / "like7" / "model.safetensors") == sha256(tmp_path / "b" / "model.safetensors")
+    line = one_line_error(run("materialize", "--like", tmp_path / "a" / "README.md", "--registry", st_registry,
+                              ok=False))
+    assert "is not a zoo.json with a 'rebuild' record" in line
+
+    # the same name, other content: refused, not silently other weights
+    other = tmp_path / "other.db"
+    zoo.add_learngene(str(tmp_path / "a"), name="st", registry=other)
+    line = one_line_error(run("materialize", "--like", tmp_path / "a", "--out", tmp_path / "x", "--registry", other,
+                              ok=False))
+    assert "learngene 'st' in" in line and "is not the one this model was built from" in line
 
 
 def test_dry_run_plans_and_writes_nothing_and_json_reports(st_registry, tmp_path, monkeypatch):

@@ -360,6 +360,7 @@ def materialize_to_disk(
     argv: list[str] | None = None,
     on_demand: Any = None,
     dry_run: bool = False,
+    learngene_sha256: str | None = None,
 ) -> dict[str, Any]:
     """Like :func:`materialize` with ``out``, but streaming: each gene is built (on ``device``) and written into
     the safetensors files at once, so memory holds about one gene, never the model. Returns the report that
@@ -379,6 +380,9 @@ def materialize_to_disk(
 
     ``dry_run``: check and plan everything, write nothing, and return the plan: the report ``zoo.json`` would hold
     plus ``disk_bytes`` and, per gene, its shape in the source and in the target (``genes``).
+
+    ``learngene_sha256``: the content hash the learngene must have (a rebuild from ``zoo.json`` passes it, so a
+    learngene re-added under the same name is refused rather than silently building other weights).
     """
     if dtype not in STORAGE_DTYPES:
         raise InvalidConfigError(f"unknown dtype '{dtype}'; valid choices: {', '.join(STORAGE_DTYPES)}")
@@ -396,6 +400,11 @@ def materialize_to_disk(
                                      f"or --out DIR")
         assets = reg.assets(job.info.name)
         made = provenance(reg, job, sizes, options, seed, dtype, argv)
+        if learngene_sha256 is not None and learngene_sha256 != made["learngene_sha256"]:
+            raise InvalidConfigError(
+                f"learngene '{job.info.name}' in {reg.where} is not the one this model was built from (content "
+                f"sha256 {made['learngene_sha256'][:12]}..., expected {learngene_sha256[:12]}...); use the registry "
+                f"it was built with")
         if dry_run:
             return _dry_run(job, made, dtype)
         if not assemble.streamable(job.adapter):
@@ -508,7 +517,9 @@ def provenance(reg: Registry, job: _Job, requested: dict[str, int | None], optio
     words += ["--dtype", dtype, "--device", str(job.device)]
     if job.out_dir is not None:
         words += ["--out", str(job.out_dir.name)]
-    made = {"zoo_version": __version__, "learngene_sha256": learngene_sha256(reg, job.info.name), "seed": seed,
+    digest = learngene_sha256(reg, job.info.name)
+    rebuild["learngene_sha256"] = digest
+    made = {"zoo_version": __version__, "learngene_sha256": digest, "seed": seed,
             "dtype": dtype, "options": dict(options or {}), "rebuild": rebuild, "command": shlex.join(words)}
     if argv is not None:
         made["argv"] = shlex.join(argv)

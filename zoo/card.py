@@ -114,8 +114,9 @@ def render(report: dict[str, Any], source_info: dict[str, Any], files: list[str]
         lines.append(f"- **Fresh parameters** (no gene; the family's random init): {shown}")
     if report.get("reset_genes"):
         lines.append(f"- **Left at init** (tuned to the source's last layer): {', '.join(report['reset_genes'])}")
-    lines += ["", "Rebuild it, byte for byte, from a registry holding the same learngene:", "", "```bash",
-              report.get("command", ""), "```", "", "## Use", "", "```python", _usage(report, meta), "```", "",
+    lines += ["", "Rebuild it, byte for byte, from a registry holding the same learngene (or run "
+              "`zoo materialize --like THIS_FOLDER --out NEW`, which checks the learngene's content first):", "",
+              "```bash", report.get("command", ""), "```", "", "## Use", "", "```python", _usage(report, meta), "```", "",
               "`zoo.json` beside this card records every option of the build.", ""]
     return "\n".join(lines)
 

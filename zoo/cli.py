@@ -297,11 +297,15 @@ def learngene_rm(name: str, registry: str | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan (learngene, sizes, parameters, disk size, how each "
               "gene is resized, fresh parameters) and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report (what zoo.json holds) as JSON.")
+@click.option("--like", type=click.Path(exists=True), metavar="ZOO_JSON|DIR",
+              help="Rebuild a model zoo made, byte for byte: the options its zoo.json records, the same learngene "
+                   "(checked by content); options given here override them.")
 @registry_option
 def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | None, hidden: int | None,
                     heads: int | None, kv_heads: int | None, head_dim: int | None, ffn: int | None, device: str,
                     strategy: str | None, stats: str, options: tuple[str, ...], out: str | None, overwrite: bool,
-                    seed: int, dtype: str, quiet: bool, dry_run: bool, as_json: bool, registry: str | None) -> None:
+                    seed: int, dtype: str, quiet: bool, dry_run: bool, as_json: bool, like: str | None,
+                    registry: str | None) -> None:
     """Build a model of any size from a learngene and save it as a Hugging Face folder, with a model card
     (README.md) and zoo.json, which records how to rebuild it byte for byte.
 
@@ -309,12 +313,15 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
     one is added first from the family's default source on the Hugging Face Hub (or its local cache).
     """
     _quiet_libraries(quiet)
+    chosen = dict(learngene=learngene_name, layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
+                  head_dim=head_dim, ffn=ffn, device=device, strategy=strategy, stats=stats,
+                  options=parse_params(options, "--set"), dtype=dtype, seed=seed)
+    if like:
+        chosen = _like(like, chosen)
     report = api.materialize_to_disk(
-        out, arch, learngene=learngene_name, layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
-        head_dim=head_dim, ffn=ffn, device=device, strategy=strategy, stats=stats, registry=registry,
-        options=parse_params(options, "--set"), dtype=dtype, progress=not quiet, seed=seed,
-        overwrite=overwrite or out is not None, argv=["zoo", *_typed_args()],
-        on_demand=lambda message: click.echo(message, err=True), dry_run=dry_run,
+        out, arch, registry=registry, progress=not quiet, overwrite=overwrite or out is not None,
+        argv=["zoo", *_typed_args()], on_demand=lambda message: click.echo(message, err=True), dry_run=dry_run,
+        **chosen,
     )
     if as_json:
         _emit_json(report)
@@ -339,6 +346,37 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
         click.echo(f"kept your {', '.join(report['kept_user_files'])} (zoo's model card is not written over it)")
     default_load = f"transformers.{report['model_class']}.from_pretrained({out!r})"
     click.echo(f"load it with: {report.get('load') or default_load}")
+
+
+# materialize_to_disk's arguments that zoo.json's "rebuild" holds, by the CLI parameter that sets each
+LIKE_PARAMS = {"learngene": "learngene_name", "layers": "layers", "hidden": "hidden", "heads": "heads",
+               "kv_heads": "kv_heads", "head_dim": "head_dim", "ffn": "ffn", "positions": None, "device": "device",
+               "strategy": "strategy", "stats": "stats", "options": "options", "dtype": "dtype", "seed": "seed",
+               "learngene_sha256": None}
+
+
+def _like(path: str, chosen: dict[str, Any]) -> dict[str, Any]:
+    """``chosen`` with what a zoo.json's ``rebuild`` records, except options typed on this command line."""
+    from click.core import ParameterSource
+
+    file = os.path.join(path, "zoo.json") if os.path.isdir(path) else path
+    try:
+        with open(file, encoding="utf-8") as fh:
+            rebuild = json.load(fh)["rebuild"]
+        if not isinstance(rebuild, dict):
+            raise TypeError(type(rebuild).__name__)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise click.BadParameter(f"{file} is not a zoo.json with a 'rebuild' record (what zoo materialize writes)",
+                                 param_hint="--like") from None
+    ctx = click.get_current_context()
+    merged = dict(chosen)
+    for key, value in rebuild.items():
+        if key not in LIKE_PARAMS:
+            continue
+        param = LIKE_PARAMS[key]
+        if param is None or ctx.get_parameter_source(param) != ParameterSource.COMMANDLINE:
+            merged[key] = value
+    return merged
 
 
 def _print_plan(plan: dict[str, Any]) -> None:
