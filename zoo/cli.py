@@ -418,7 +418,6 @@ def _quiet_libraries(quiet: bool) -> None:
     huggingface_hub.utils.disable_progress_bars()
     if quiet:
         hf_logging.set_verbosity_error()
-        os.environ["TRANSFORMERS_VERBOSITY"] = "error"  # child processes (none today) and late imports alike
 
 
 @cli.command("refine")
