@@ -227,7 +227,7 @@ def test_model_card_and_carried_files(st_dir, tmp_path, monkeypatch):
     card = ModelCard.load(out / "README.md")
     assert card.data.base_model == "zoo-test/st-model" and card.data.base_model_relation == "finetune"
     assert card.data.license == "mit"  # from the source's card
-    assert card.data.library_name == "transformers" and "zoo" in card.data.tags
+    assert card.data.library_name == "sentence-transformers" and "zoo" in card.data.tags
     assert card.data.pipeline_tag == "sentence-similarity"
     record = json.loads((out / "zoo.json").read_text())
     assert record["command"] in card.text and record["learngene_sha256"] in card.text

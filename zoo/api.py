@@ -739,9 +739,13 @@ def save(model: torch.nn.Module, adapter: Any, out_dir: Path, assets: dict[str, 
 
 
 def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
-    os.umask(mask)
-    return mask
+    try:  # Linux says it without changing it
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"^Umask:\s+([0-7]+)", status, re.M).group(1), 8)
+    except (OSError, AttributeError, ValueError):
+        mask = os.umask(0o022)  # elsewhere reading the umask means setting it: put it straight back
+        os.umask(mask)
+        return mask
 
 
 def _write_folder(out_dir: Path, write: Any, assets: dict[str, bytes], report: dict) -> None:

@@ -55,7 +55,8 @@ def metadata(report: dict[str, Any], source_info: dict[str, Any], files: list[st
         "base_model": base,
         # the Hub knows adapter, merge, quantized and finetune; weights derived from the base's belong with finetune
         "base_model_relation": "finetune" if base else None,
-        "library_name": "timm" if timm else "transformers",
+        # sentence-transformers loads such a folder whole (modules.json: transformer, pooling, normalize)
+        "library_name": "timm" if timm else "sentence-transformers" if "modules.json" in files else "transformers",
         "license": source_info.get("license"),
         "pipeline_tag": pipeline_tag(report, files),
         "tags": [t for t in tags if t],
