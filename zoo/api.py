@@ -762,7 +762,7 @@ def _write_folder(out_dir: Path, write: Any, assets: dict[str, bytes], report: d
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the folder is the user's, as mkdir makes it
         write(tmp)
         config = _read_json(tmp / "config.json")
-        library = "timm" if "timm" in str(report.get("load", "")) else "transformers"
+        library = "timm" if str(report.get("load", "")).startswith("timm.") else "transformers"
         files, generated = outputs.carried(assets, config, report.get("family", ""), report.get("sizes", {}), library)
         for relative, data in files.items():  # names from zoo's own list (zoo.outputs), never the registry's
             (tmp / relative).parent.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ def pipeline_tag(report: dict[str, Any], files: list[str]) -> str | None:
 
 def metadata(report: dict[str, Any], source_info: dict[str, Any], files: list[str]) -> dict[str, Any]:
     """The card's YAML front matter, as a dict (keys the Hub reads; ``None`` values left out)."""
-    timm = "timm" in str(report.get("load", ""))
+    timm = str(report.get("load", "")).startswith("timm.")  # the load call zoo printed: timm.create_model(...)
     base = base_model(report.get("source", ""), source_info.get("hub_id"))
     tags = ["zoo", "learngene", report.get("family"), report.get("transform")]
     if "modules.json" in files:
