@@ -266,6 +266,18 @@ def test_vit_output_has_an_image_processor_for_pipeline(tmp_path):
 
     assert ModelCard.load(out / "README.md").data.pipeline_tag == "image-feature-extraction"
 
+    # a source's own processor is carried, its fixed size following the target's image size
+    (source / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "ViTImageProcessor", "size": {"height": 32, "width": 32}, "image_mean": [0.1] * 3,
+        "image_std": [0.2] * 3, "do_resize": True, "do_normalize": True, "do_rescale": True}))
+    zoo.add_learngene(str(source), name="v2", registry=registry)
+    run("materialize", "--from", "v2", "--set", "img_size=48", "--out", tmp_path / "vit48", "--registry", registry)
+    carried = json.loads((tmp_path / "vit48" / "preprocessor_config.json").read_text())
+    assert carried["size"] == {"height": 48, "width": 48} and carried["image_mean"] == [0.1] * 3
+    assert json.loads((tmp_path / "vit48" / "zoo.json").read_text())["generated_files"] == []
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "vit48")
+    assert tuple(processor(image, return_tensors="pt")["pixel_values"].shape) == (1, 3, 48, 48)
+
 
 def test_gguf_license_and_default_names(tmp_path, minilm_dir):
     from conftest import package_dir
