@@ -287,7 +287,8 @@ def learngene_rm(name: str, registry: str | None) -> None:
               help="Output folder (from_pretrained loads it); zoo's own earlier output there is replaced "
                    "[default: ./FAMILY-LAYERSxHIDDEN, e.g. bert-4x256].")
 @click.option("--overwrite", "--force", "overwrite", is_flag=True,
-              help="Replace zoo's earlier output in the default folder (an explicit --out is always replaced).")
+              help="Replace zoo's earlier output in the default folder (a folder named with --out is replaced "
+                   "whenever zoo wrote it).")
 @click.option("--seed", type=int, default=api.DEFAULT_SEED, show_default=True,
               help="Seed for the init of parameters no gene covers: the same command gives the same bytes.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]),
