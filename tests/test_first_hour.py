@@ -136,6 +136,7 @@ def test_seeded_and_rebuilt_from_zoo_json_byte_for_byte(st_registry, tmp_path):
     assert record["zoo_version"] == zoo.__version__ and len(record["learngene_sha256"]) == 64
     assert record["rebuild"]["learngene"] == "st" and record["rebuild"]["hidden"] == 16
     assert record["command"].startswith("zoo materialize --from st --layers 1 --hidden 16 --heads 2 --strategy ")
+    assert "--registry" not in record["command"]  # where the registry is stays out of a folder that may be published
 
     # the Python way: materialize_to_disk(out, **rebuild)
     zoo.materialize_to_disk(tmp_path / "again", registry=st_registry, **record["rebuild"])
@@ -302,6 +303,20 @@ def test_gguf_license_and_default_names(tmp_path, minilm_dir):
 
 # -- everyday use --------------------------------------------------------------------------------------------------
 def test_everyday_fixes(st_registry, tmp_path):
+    # a password in a registry URL never reaches zoo.json's record of the command typed
+    import click
+
+    from zoo.cli import _typed_args
+
+    typed = getattr(cli, "typed_args", None)
+    cli.typed_args = ["--registry", "postgresql://me:s3cret@db.example/zoo", "materialize", "--arch", "bert"]
+    try:
+        with click.Context(cli):
+            recorded = _typed_args()
+    finally:
+        cli.typed_args = typed
+    assert recorded[1] == "postgresql://me:***@db.example/zoo" and recorded[2:] == ["materialize", "--arch", "bert"]
+
     # the global --registry, as the README shows it; the command's own still wins
     listing = run("--registry", st_registry, "learngene", "list").output
     assert "st" in listing

@@ -403,8 +403,12 @@ def _print_plan(plan: dict[str, Any]) -> None:
 
 
 def _typed_args() -> list[str]:
-    """The arguments as typed (``zoo.json`` keeps them beside the canonical rebuild command)."""
-    return list(getattr(click.get_current_context().find_root().command, "typed_args", []))
+    """The arguments as typed (``zoo.json`` keeps them beside the canonical rebuild command), registry URLs'
+    passwords hidden: the folder may be published."""
+    from .registry.store import redact
+
+    typed = getattr(click.get_current_context().find_root().command, "typed_args", [])
+    return [redact(arg) if "://" in arg else arg for arg in typed]
 
 
 def _quiet_libraries(quiet: bool) -> None:
