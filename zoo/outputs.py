@@ -32,9 +32,13 @@ def carried(assets: dict[str, bytes], config: dict[str, Any], family: str, sizes
     files = {name: data for name, data in assets.items() if name in ASSET_FILES}
     generated: list[str] = []
     if POOLING in files and "hidden" in sizes:  # the pooling layer is as wide as the model
-        pooling = json.loads(files[POOLING])
-        pooling["word_embedding_dimension"] = sizes["hidden"]
-        files[POOLING] = (json.dumps(pooling, indent=2) + "\n").encode()
+        try:
+            pooling = json.loads(files[POOLING])
+        except ValueError:  # not ours to repair: carried as the source had it
+            pooling = None
+        if isinstance(pooling, dict):
+            pooling["word_embedding_dimension"] = sizes["hidden"]
+            files[POOLING] = (json.dumps(pooling, indent=2) + "\n").encode()
     if library == "transformers" and config.get("model_type") in ("vit", "deit", "dinov2"):
         if PROCESSOR in files:
             files[PROCESSOR] = _resized_processor(files[PROCESSOR], config)
@@ -83,6 +87,8 @@ def _resized_processor(data: bytes, config: dict[str, Any]) -> bytes:
     try:
         processor = json.loads(data)
     except ValueError:
+        return data
+    if not isinstance(processor, dict):
         return data
     size = config.get("image_size")
     if config.get("model_type") != "dinov2" and isinstance(size, int) and isinstance(processor.get("size"), dict) \
