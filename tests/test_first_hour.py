@@ -156,6 +156,8 @@ def test_seeded_and_rebuilt_from_zoo_json_byte_for_byte(st_registry, tmp_path):
     line = one_line_error(run("materialize", "--like", tmp_path / "a" / "README.md", "--registry", st_registry,
                               ok=False))
     assert "is not a zoo.json with a 'rebuild' record" in line
+    line = one_line_error(run("materialize", "--like", tmp_path / "nothing", "--registry", st_registry, ok=False))
+    assert "nothing does not exist; give a folder zoo materialized, or its zoo.json" in line
 
     # the same name, other content: refused, not silently other weights
     other = tmp_path / "other.db"
@@ -390,6 +392,27 @@ def test_python_m_zoo(tmp_path):
     done = subprocess.run([sys.executable, "-m", "zoo", "--version"], capture_output=True, text=True, env=env,
                           cwd=tmp_path, timeout=120)
     assert done.returncode == 0 and "zoo, version" in done.stdout, done.stderr
+
+
+def test_zoo_help_examples_run_as_written(tmp_path, monkeypatch):
+    """On the bundled registry, offline, in a fresh directory: every example of `zoo --help` but the one that
+    names the user's own model folder."""
+    import shlex
+    import shutil
+
+    example = ROOT / "registry.db.example"
+    if not example.is_file():
+        pytest.skip("no registry.db.example in this tree (scripts/ build it)")
+    shutil.copyfile(example, tmp_path / "registry.db")
+    monkeypatch.setenv("ZOO_REGISTRY", str(tmp_path / "registry.db"))
+    monkeypatch.chdir(tmp_path)
+    examples = [line.strip()[len("zoo "):] for line in cli.help.splitlines() if line.strip().startswith("zoo ")]
+    runnable = [e for e in examples if "./my-model" not in e]
+    assert len(runnable) >= 4 and len(examples) - len(runnable) == 1
+    for example in runnable:
+        run(*shlex.split(example, comments=True))
+    assert sha256(tmp_path / "bert-again" / "model.safetensors") == sha256(tmp_path / "bert-4x256" / "model.safetensors")
+    assert (tmp_path / "vit-tiny" / "preprocessor_config.json").is_file()
 
 
 # -- packaging -----------------------------------------------------------------------------------------------------

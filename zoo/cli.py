@@ -102,8 +102,9 @@ def cli(verbose: bool, registry: str | None) -> None:
       zoo learngene list
       zoo materialize --arch bert --layers 4 --hidden 256      # -> ./bert-4x256/
       zoo materialize --arch vit --layers 6 --hidden 192 --heads 3 --out vit-tiny
-      zoo learngene add ./my-model --keep 0.5
-      zoo --registry team.db learngene list
+      zoo materialize --like bert-4x256 --out bert-again       # the same bytes again
+      zoo verify
+      zoo learngene add ./my-model --keep 0.5                 # your own model folder
     """
 
 
@@ -298,7 +299,7 @@ def learngene_rm(name: str, registry: str | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan (learngene, sizes, parameters, disk size, how each "
               "gene is resized, fresh parameters) and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report (what zoo.json holds) as JSON.")
-@click.option("--like", type=click.Path(exists=True), metavar="ZOO_JSON|DIR",
+@click.option("--like", type=click.Path(), metavar="ZOO_JSON|DIR",
               help="Rebuild a model zoo made, byte for byte: the options its zoo.json records, the same learngene "
                    "(checked by content); options given here override them.")
 @registry_option
@@ -361,6 +362,9 @@ def _like(path: str, chosen: dict[str, Any]) -> dict[str, Any]:
     from click.core import ParameterSource
 
     file = os.path.join(path, "zoo.json") if os.path.isdir(path) else path
+    if not os.path.exists(file):
+        raise click.BadParameter(f"{file} does not exist; give a folder zoo materialized, or its zoo.json",
+                                 param_hint="--like")
     try:
         with open(file, encoding="utf-8") as fh:
             rebuild = json.load(fh)["rebuild"]
