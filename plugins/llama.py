@@ -30,10 +30,10 @@ from typing import Any
 import torch
 
 from zoo import hookimpl
-from zoo.adapters import SIZE_OPTIONS, TransformersAdapter, WeightMap
+from zoo.adapters import SIZE_OPTIONS, TransformersAdapter, WeightMap, heads_hint
 from zoo.errors import InvalidConfigError, SourceNotFoundError
 from zoo.genes import DEPTH
-from zoo.sources import WEIGHT_PATTERNS, Checkpoint
+from zoo.sources import WEIGHT_PATTERNS, Checkpoint, source_info_asset
 
 H, HEADS, KV, QG, HD, FFN = "hidden", "heads", "kv_heads", "q_per_kv", "head_dim", "ffn"
 L = "layers.{i}."
@@ -123,6 +123,8 @@ class LlamaLayout(TransformersAdapter):
         if conventional and HEADS not in want and (H in want or HD in want) and t[H] % t[HD] == 0:
             t[HEADS] = t[H] // t[HD]
         if (follow or self.heads_divide_width) and t[H] % t[HEADS]:
+            if HEADS not in want and HD not in want:
+                raise InvalidConfigError(heads_hint(t[H], src[HEADS], src[HD], _divisors(t[H])))
             raise InvalidConfigError(f"--heads {t[HEADS]} does not divide --hidden {t[H]}; head counts that divide "
                                      f"it: {_divisors(t[H])}{'' if self.heads_divide_width else ' (or set --head-dim)'}")
         if follow:
@@ -245,8 +247,21 @@ def gguf_checkpoint(path: Path, ref: str) -> Checkpoint:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SourceNotFoundError(f"transformers cannot read GGUF file '{ref}': {reason}") from None
     config = {k: v for k, v in config.items() if not k.startswith("_")}  # local paths and GGUF names
-    return Checkpoint(ref, folder, config, [path], assets=_gguf_tokenizer_files(folder, filename),
-                      loader=partial(_load_gguf, folder, filename))
+    assets = {**_gguf_tokenizer_files(folder, filename), **source_info_asset(_gguf_info(path))}
+    # named after the file (SmolLM2-135M.Q4_1.gguf -> smollm2-135m.q4_1), not the folder it sits in
+    return Checkpoint(ref, folder, config, [path], assets=assets, loader=partial(_load_gguf, folder, filename),
+                      default_name=path.stem)
+
+
+def _gguf_info(path: Path) -> dict[str, Any]:
+    """What the GGUF declares about itself (``general.license``) for the materialized model's card."""
+    try:
+        from gguf import GGUFReader
+
+        field = GGUFReader(str(path)).fields.get("general.license")
+        return {"license": field.contents()} if field is not None else {}
+    except Exception:  # noqa: BLE001 - metadata is a nicety: a file transformers reads must not fail on it
+        return {}
 
 
 @hookimpl

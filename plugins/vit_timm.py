@@ -322,8 +322,27 @@ def from_file(model: str, name: str, file: Path, ref: str) -> Checkpoint:
         net = timm.create_model(name, pretrained=True, num_classes=classes,
                                 pretrained_cfg_overlay=dict(file=str(file), num_classes=classes), weight_init=SKIP_INIT)
     except (RuntimeError, ValueError, KeyError, OSError) as exc:
-        raise SourceNotFoundError(f"timm could not load '{file}' as {name}: {str(exc).splitlines()[0]}") from None
+        raise SourceNotFoundError(f"timm could not load '{file}' as {name}: {_load_error(exc)}; is it a checkpoint "
+                                  f"of {name}? name the timm model it was saved from (MODEL@FILE)") from None
     return _checkpoint(net, name, ref, [file], file.parent, default_name=name)
+
+
+def _load_error(exc: BaseException) -> str:
+    """The cause in one line. torch's ``load_state_dict`` error opens with a header ("Error(s) in loading
+    state_dict for VisionTransformer:") and lists one problem per line; a size mismatch names the cause best, and a
+    list of missing or unexpected keys is cut to its first names and a count."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if not lines[0].startswith("Error(s) in loading state_dict") or len(lines) == 1:
+        return lines[0]
+    problems = sorted(lines[1:], key=lambda p: not p.startswith("size mismatch"))
+    first = problems[0].rstrip(". ")
+    head, sep, rest = first.partition(" in state_dict: ")
+    if sep:
+        keys = re.findall(r'"([^"]+)"', rest)
+        first = f"{head}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''} ({len(keys)} keys)"
+    return first + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else "")
 
 
 def from_folder(folder: Path, ref: str) -> Checkpoint:

@@ -118,7 +118,9 @@ CLI_CASES = [
     (["materialize", "--from", "tiny", "--hidden", "-32", "--out", "{out}"], "--hidden must be at least 1"),
     (["materialize", "--from", "tiny", "--heads", "0", "--out", "{out}"], "--heads must be at least 1"),
     (["materialize", "--from", "tiny", "--ffn", "-1", "--out", "{out}"], "--ffn must be at least 1"),
-    (["materialize", "--from", "tiny", "--hidden", "33", "--out", "{out}"], "--heads 2 does not divide --hidden 33"),
+    (["materialize", "--from", "tiny", "--hidden", "33", "--out", "{out}"],
+     "--hidden 33 does not fit the source's attention heads: its head size 16 does not divide 33 and neither do "
+     "its 2 heads; pass --heads, one of: 1, 3, 11, 33"),  # the source's head count, not a --heads never passed
     (["materialize", "--from", "tiny", "--hidden", "32", "--heads", "3", "--out", "{out}"],
      "head counts that divide it: 1, 2, 4, 8, 16, 32"),
     (["materialize", "--from", "tiny", "--kv-heads", "2", "--out", "{out}"], "'bert' cannot set --kv-heads"),

@@ -252,7 +252,8 @@ def test_target_config_keeps_head_size_and_group_size():
 @pytest.mark.parametrize(
     "sizes,message",
     [
-        (dict(hidden=400), "--heads 9 does not divide --hidden 400"),
+        (dict(hidden=400), "--hidden 400 does not fit the source's attention heads: its head size 64 does not divide "
+                           "400 and neither do its 9 heads; pass --heads, one of: 1, 2, 4, 5, 8, 10,"),
         (dict(heads=8), "not a multiple of the source's 3 query heads per KV head; give --kv-heads (one of 1, 2, 4, 8)"),
         (dict(heads=6, kv_heads=4), "--kv-heads 4 does not divide --heads 6; valid: 1, 2, 3, 6"),
         (dict(positions=100), "cannot set --positions"),

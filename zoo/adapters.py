@@ -107,6 +107,12 @@ def _as_rows(tensor: torch.Tensor, transposed: bool) -> torch.Tensor:
     return tensor.T if transposed and tensor.dim() == 2 else tensor
 
 
+def heads_hint(hidden: int, heads: int, head_dim: int, valid: str) -> str:
+    """The error for a width that neither the source's head size nor its head count divides."""
+    return (f"--hidden {hidden} does not fit the source's attention heads: its head size {head_dim} does not divide "
+            f"{hidden} and neither do its {heads} heads; pass --heads, one of: {valid}")
+
+
 class TransformersAdapter:
     """Adapter for a ``transformers`` family described by :class:`WeightMap` s and config keys."""
 
@@ -167,6 +173,9 @@ class TransformersAdapter:
             target["ffn"] = max(1, round(source["ffn"] * target["hidden"] / source["hidden"]))
         if target["hidden"] % target["heads"] != 0:
             valid = [h for h in range(1, min(target["hidden"], 128) + 1) if target["hidden"] % h == 0]
+            if requested.get("heads") is None:  # the head count is the source's: say so, not "--heads N"
+                raise InvalidConfigError(heads_hint(target["hidden"], source["heads"], source["head_dim"],
+                                                    ", ".join(map(str, valid))))
             raise InvalidConfigError(
                 f"--heads {target['heads']} does not divide --hidden {target['hidden']}; "
                 f"head counts that divide it: {', '.join(map(str, valid))}"

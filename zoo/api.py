@@ -29,7 +29,7 @@ from .pipeline import (STATS_RULES, STORAGE_DTYPES, extract_groups, gene_groups,
 from .plugins import catalog, pm
 from .registry import LearngeneInfo, Registry, open_registry
 from .registry.store import now
-from .sources import ASSET_FILES, resolve
+from .sources import resolve
 
 DEFAULT_KEEP = 1.0  # the ablations in docs/ablations.md: keep 1 trains best; lower it to store less
 DEFAULT_TRANSFORM = "ordered"  # docs/results.md: it trains fastest on every family
@@ -38,6 +38,8 @@ DEFAULT_TRANSFORM = "ordered"  # docs/results.md: it trains fastest on every fam
 EXTRACT_WORKERS = max(1, min(4, os.cpu_count() or 1))
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_SEED = 0  # parameters no gene covers get the same init on every run unless asked otherwise
+USER_FILES = ("README.md", ".gitattributes")  # a user's own card and Hub repo files: kept when zoo writes the folder
 
 
 @contextmanager
@@ -343,13 +345,15 @@ def materialize(
     out: str | os.PathLike[str] | None = None,
     options: dict[str, Any] | None = None,
     progress: bool = False,
+    seed: int | None = DEFAULT_SEED,
 ) -> torch.nn.Module:
     """Build a model of the requested sizes from a learngene; unset sizes keep the source's.
 
     ``options`` are the family's other target settings (``adapter.target_options``, e.g. a ViT's ``img_size``).
 
     Returns the model (in eval mode, on ``device``). With ``out``, also writes a folder that
-    ``from_pretrained`` loads. ``model.zoo_report`` says which learngene was used and which parameters no gene
+    ``from_pretrained`` loads. ``seed`` seeds the init of parameters no gene covers (``None``: not seeded).
+    ``model.zoo_report`` says which learngene was used and which parameters no gene
     covered (those keep the family's random init). Genes are built one at a time and copied into the model, so
     memory holds the model plus one gene. To write a folder without holding the model, use
     :func:`materialize_to_disk`.
@@ -359,7 +363,9 @@ def materialize(
                  positions=positions)
     with registry_session(registry) as reg:
         job = _plan(reg, arch, learngene, sizes, dev, strategy, stats, out, options)
-        model = _build(job, progress)
+        with seeded(seed, dev):
+            model = _build(job, progress)
+        model.zoo_report.update(provenance(reg, job, sizes, options, seed, "float32"))
         if job.out_dir is not None:
             if hasattr(job.adapter, "load_code"):  # how to load what save() writes, when it is not from_pretrained
                 model.zoo_report["load"] = job.adapter.load_code(job.config, job.out_dir)
@@ -368,7 +374,7 @@ def materialize(
 
 
 def materialize_to_disk(
-    out: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None,
     arch: str | None = None,
     *,
     learngene: str | None = None,
@@ -387,6 +393,12 @@ def materialize_to_disk(
     dtype: str = "float32",
     max_shard_bytes: int = assemble.DEFAULT_SHARD_BYTES,
     progress: bool = False,
+    seed: int | None = DEFAULT_SEED,
+    overwrite: bool = True,
+    argv: list[str] | None = None,
+    on_demand: Any = None,
+    dry_run: bool = False,
+    learngene_sha256: str | None = None,
 ) -> dict[str, Any]:
     """Like :func:`materialize` with ``out``, but streaming: each gene is built (on ``device``) and written into
     the safetensors files at once, so memory holds about one gene, never the model. Returns the report that
@@ -394,6 +406,21 @@ def materialize_to_disk(
     ``max_shard_bytes`` the weights are sharded with an index file, as ``save_pretrained`` does.
 
     Families whose adapter has its own build or save (timm ViTs, ...) are built in memory, then saved.
+
+    ``out=None``: a folder in the current directory named after the model (``bert-4x256``). ``overwrite=False``
+    refuses a folder that already holds zoo's output (a folder zoo did not write is always refused). ``seed``
+    seeds the init of parameters no gene covers (``None``: not seeded). ``argv``: the command line as typed, kept
+    in ``zoo.json``. The folder gets a model card (``README.md``) unless the user's own is there already.
+
+    ``on_demand``: a function taking a message; when given and the registry has no learngene of ``arch`` (and no
+    ``learngene`` is named), one is added first from the family's default source (the hub, or its local cache),
+    and the function is told so.
+
+    ``dry_run``: check and plan everything, write nothing, and return the plan: the report ``zoo.json`` would hold
+    plus ``disk_bytes`` and, per gene, its shape in the source and in the target (``genes``).
+
+    ``learngene_sha256``: the content hash the learngene must have (a rebuild from ``zoo.json`` passes it, so a
+    learngene re-added under the same name is refused rather than silently building other weights).
     """
     if dtype not in STORAGE_DTYPES:
         raise InvalidConfigError(f"unknown dtype '{dtype}'; valid choices: {', '.join(STORAGE_DTYPES)}")
@@ -401,23 +428,42 @@ def materialize_to_disk(
     sizes = dict(layers=layers, hidden=hidden, heads=heads, ffn=ffn, kv_heads=kv_heads, head_dim=head_dim,
                  positions=positions)
     with registry_session(registry) as reg:
+        if on_demand is not None and learngene is None and arch and not dry_run:
+            add_default_learngene(reg, arch, on_demand, progress)
         job = _plan(reg, arch, learngene, sizes, dev, strategy, stats, out, options, in_memory=False)
+        if job.out_dir is None:
+            job.out_dir = check_out(Path.cwd() / default_out(job), reg)
+        if not overwrite and job.out_dir.is_dir() and _zoo_output(job.out_dir):
+            raise InvalidConfigError(f"{job.out_dir} already holds a model zoo wrote; pass --overwrite to replace it, "
+                                     f"or --out DIR")
         assets = reg.assets(job.info.name)
+        made = provenance(reg, job, sizes, options, seed, dtype, argv)
+        if learngene_sha256 is not None and learngene_sha256 != made["learngene_sha256"]:
+            raise InvalidConfigError(
+                f"learngene '{job.info.name}' in {reg.where} is not the one this model was built from (content "
+                f"sha256 {made['learngene_sha256'][:12]}..., expected {learngene_sha256[:12]}...); use the registry "
+                f"it was built with")
+        if dry_run:
+            return _dry_run(job, made, dtype)
         if not assemble.streamable(job.adapter):
-            model = _build(job, progress)
+            with seeded(seed, dev):
+                model = _build(job, progress)
             if dtype != "float32":
                 model.to(STORAGE_DTYPES[dtype])
+            model.zoo_report.update(made)
             if hasattr(job.adapter, "load_code"):
                 model.zoo_report["load"] = job.adapter.load_code(job.config, job.out_dir)
             save(model, job.adapter, job.out_dir, assets, model.zoo_report)
+            model.zoo_report["out"] = str(job.out_dir)
             return model.zoo_report
         layout = assemble.construct(job.adapter, job.config, "meta")
         placements = assemble.plan(job.adapter, job.config, layout.state_dict(keep_vars=True), job.records)
         job.together = assemble.sharing(placements)
         covered = {p.key for places in placements.values() for p in places}
-        fresh = assemble.init_fresh(layout, covered)
+        with seeded(seed, dev):
+            fresh = assemble.init_fresh(layout, covered)
         report = _report(job, type(layout).__name__, sum(p.numel() for p in layout.parameters()), fresh)
-        report["dtype"] = dtype
+        report.update(made)
 
         def write(folder: Path) -> None:
             with _progress_bar(job, progress) as bar:
@@ -425,7 +471,117 @@ def materialize_to_disk(
                                           STORAGE_DTYPES[dtype], max_shard_bytes)
 
         _write_folder(job.out_dir, write, assets, report)
+        report["out"] = str(job.out_dir)
         return report
+
+
+def default_source(adapter: Any) -> str | None:
+    """Where a family's learngene comes from when the registry has none: the adapter's ``default_source``, else
+    its first source alias (GPT-2: openai-community/gpt2)."""
+    return getattr(adapter, "default_source", None) or next(iter(getattr(adapter, "source_aliases", {}).values()),
+                                                            None)
+
+
+def add_default_learngene(reg: Registry, arch: str, notify: Any, progress: bool = False) -> LearngeneInfo | None:
+    """A learngene of ``arch`` from its family's default source, added when the registry has none (else ``None``).
+
+    The source is looked up before anything is said or written: with no network and no cached copy this is one
+    line naming what the registry has instead."""
+    from .sources import HUB_ID
+
+    adapter = catalog().architecture(arch)
+    source = default_source(adapter)
+    if reg.latest(adapter.name) is not None or not source or not HUB_ID.match(source):
+        return None
+    try:
+        if pm.hook.resolve_source(source=source) is None:
+            resolve(source, {})
+    except ZooError as exc:
+        have = sorted({i.family for i in reg.list()})
+        alternatives = f"--arch {' or --arch '.join(have)}, " if have else ""
+        reason = "no network?" if "unreachable" in str(exc) else str(exc).split(": ", 1)[-1].split(";")[0]
+        raise InvalidConfigError(
+            f"registry {reg.where} has no {adapter.name} learngene (it has: {', '.join(have) or 'none'}), and its "
+            f"default source {source} is not in the Hugging Face cache and could not be downloaded ({reason}); use "
+            f"{alternatives}or add one with `zoo learngene add SOURCE`") from None
+    notify(f"registry {reg.where} has no {adapter.name} learngene: adding one from {source}, the family's default "
+           f"source")
+    return add_learngene(source, registry=reg, progress=progress)
+
+
+@contextmanager
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Draw from torch's generators seeded with ``seed``, leaving the caller's generator state as it was."""
+    if seed is None:
+        yield
+        return
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def default_out(job: _Job) -> str:
+    """The folder name a materialization gets when none is given: ``<family>-<layers>x<width>``."""
+    return f"{job.adapter.name}-{job.sizes.get('depth', 'x')}x{job.sizes.get('hidden', 'x')}"
+
+
+def learngene_sha256(reg: Registry, name: str) -> str:
+    """A content hash of a learngene: sha256 over its genes' names and sha256s, in stored order."""
+    import hashlib
+
+    genes = reg.get(name, detail=True).gene_summary
+    return hashlib.sha256("".join(f"{g['name']}\t{g['sha256']}\n" for g in genes).encode()).hexdigest()
+
+
+def provenance(reg: Registry, job: _Job, requested: dict[str, int | None], options: dict[str, Any] | None,
+               seed: int | None, dtype: str, argv: list[str] | None = None) -> dict[str, Any]:
+    """What ``zoo.json`` needs to rebuild the model: ``rebuild`` holds :func:`materialize_to_disk`'s arguments
+    (``materialize_to_disk(out, **rebuild)``), ``command`` the same as a ``zoo materialize`` line."""
+    import shlex
+
+    sizes = {k: v for k, v in requested.items() if v is not None}
+    rebuild = {"learngene": job.info.name, **sizes, "strategy": getattr(job.strategy, "name", None),
+               "stats": job.stats, "options": dict(options or {}), "seed": seed, "dtype": dtype,
+               "device": str(job.device)}
+    words = ["zoo", "materialize", "--from", job.info.name]
+    for key, value in sizes.items():
+        words += [f"--{key.replace('_', '-')}", str(value)]
+    words += ["--strategy", str(rebuild["strategy"]), "--stats", job.stats]
+    for key, value in (options or {}).items():
+        words += ["--set", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    if seed is not None:
+        words += ["--seed", str(seed)]
+    words += ["--dtype", dtype, "--device", str(job.device)]
+    if job.out_dir is not None:
+        words += ["--out", str(job.out_dir.name)]
+    digest = learngene_sha256(reg, job.info.name)
+    rebuild["learngene_sha256"] = digest
+    made = {"zoo_version": __version__, "learngene_sha256": digest, "seed": seed,
+            "dtype": dtype, "options": dict(options or {}), "rebuild": rebuild, "command": shlex.join(words)}
+    if argv is not None:
+        made["argv"] = shlex.join(argv)
+    return made
+
+
+def _dry_run(job: _Job, made: dict[str, Any], dtype: str) -> dict[str, Any]:
+    """The plan of a materialization: what it would build and write, from the layout on ``meta`` (no memory)."""
+    from .genes import shape_for
+
+    genes = [{"name": name, "axes": list(r.axes), "source_shape": list(r.source_shape),
+              "target_shape": list(shape_for(r.axes, job.sizes))} for name, r in job.records.items()]
+    params, model_class, fresh = job.adapter.parameter_count(job.config), "?", None
+    if assemble.streamable(job.adapter):
+        layout = assemble.construct(job.adapter, job.config, "meta")
+        placements = assemble.plan(job.adapter, job.config, layout.state_dict(keep_vars=True), job.records)
+        fresh = sorted(assemble.uncovered(layout, {p.key for places in placements.values() for p in places}))
+        params, model_class = sum(p.numel() for p in layout.parameters()), type(layout).__name__
+    report = _report(job, model_class, params, fresh or [])
+    report.update(made, dry_run=True, out=str(job.out_dir), genes=genes,
+                  disk_bytes=params * STORAGE_DTYPES[dtype].itemsize)
+    if fresh is None:
+        report["fresh_parameters"] = None  # known once built: the family builds its own model
+    return report
 
 
 @dataclass
@@ -538,6 +694,13 @@ def _report(job: _Job, model_class: str, parameters: int, fresh: list[str]) -> d
         "fresh_parameters": list(fresh),
         "skipped_genes": job.skipped,
         "reset_genes": job.reset,
+        # how it was built: what the learngene stores, and the options resolved for this build
+        "transform": job.info.transform,
+        "transform_params": job.info.transform_params,
+        "keep": job.info.keep,
+        "strategy": getattr(job.strategy, "name", str(job.strategy)),
+        "stats": job.stats,
+        "device": str(job.device),
     }
 
 
@@ -571,18 +734,47 @@ def check_out(out: str | os.PathLike[str], reg: Registry | None = None) -> Path:
         raise InvalidConfigError(f"--out {out_dir} exists and is not a folder")
     if reg is not None and reg.path is not None and reg.path.resolve().is_relative_to(out_dir.resolve()):
         raise InvalidConfigError(f"--out {out_dir} holds the registry {reg.path}; choose another folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not _zoo_output(out_dir):
+    if out_dir.is_dir() and not _only_user_files(out_dir) and not _zoo_output(out_dir):
         raise InvalidConfigError(f"--out {out_dir} is a non-empty folder that zoo did not write; choose another")
     return out_dir
 
 
+def _only_user_files(folder: Path) -> bool:
+    """Empty, or holding only files a Hub repo starts with (a README.md, .gitattributes), which zoo keeps."""
+    return all(p.name in USER_FILES and p.is_file() and not p.is_symlink() for p in folder.iterdir())
+
+
 def _zoo_output(folder: Path) -> bool:
-    """A folder zoo wrote: zoo.json, and nothing but the entries it lists (a user's extra file keeps it)."""
+    """A folder zoo wrote: zoo.json, and nothing but the entries it lists or a user's README.md / .gitattributes
+    (any other file of the user's keeps the folder from being replaced)."""
     try:
         written = set(json.loads((folder / "zoo.json").read_text()).get("files", []))
     except (OSError, ValueError, AttributeError):
         return False
-    return all(p.name in written | {"zoo.json"} and not p.is_symlink() for p in folder.iterdir())
+    return all((p.name in written | {"zoo.json"} or (p.name in USER_FILES and p.is_file())) and not p.is_symlink()
+               for p in folder.iterdir())
+
+
+def _user_files(folder: Path) -> dict[str, bytes]:
+    """The files of the user's in a folder zoo is about to replace: USER_FILES zoo did not write itself (a card
+    zoo wrote and the user edited since is the user's)."""
+    if not folder.is_dir():
+        return {}
+    try:
+        record = json.loads((folder / "zoo.json").read_text())
+    except (OSError, ValueError):
+        record = {}
+    import hashlib
+
+    ours = record.get("written_sha256", {}) if isinstance(record, dict) else {}
+    kept = {}
+    for name in USER_FILES:
+        path = folder / name
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            if ours.get(name) != hashlib.sha256(data).hexdigest():
+                kept[name] = data
+    return kept
 
 
 def save(model: torch.nn.Module, adapter: Any, out_dir: Path, assets: dict[str, bytes], report: dict) -> None:
@@ -599,18 +791,49 @@ def save(model: torch.nn.Module, adapter: Any, out_dir: Path, assets: dict[str, 
     _write_folder(out_dir, write, assets, report)
 
 
+def _umask() -> int:
+    try:  # Linux says it without changing it
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"^Umask:\s+([0-7]+)", status, re.M).group(1), 8)
+    except (OSError, AttributeError, ValueError):
+        mask = os.umask(0o022)  # elsewhere reading the umask means setting it: put it straight back
+        os.umask(mask)
+        return mask
+
+
 def _write_folder(out_dir: Path, write: Any, assets: dict[str, bytes], report: dict) -> None:
+    """Write the folder beside ``out_dir`` and move it in place: the weights (``write``), the source's files
+    fitted to the target (zoo.outputs), the model card, then ``zoo.json`` listing what zoo wrote."""
+    import hashlib
     import shutil
+
+    from . import card, outputs
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the folder is the user's, as mkdir makes it
         write(tmp)
-        for filename, data in assets.items():
-            if filename in ASSET_FILES:  # names from the registry, which may be shared: never a path
-                (tmp / filename).write_bytes(data)
-        files = sorted(p.name for p in tmp.iterdir())
-        (tmp / "zoo.json").write_text(json.dumps({**report, "files": files}, indent=2) + "\n")
+        config = _read_json(tmp / "config.json")
+        library = "timm" if str(report.get("load", "")).startswith("timm.") else "transformers"
+        files, generated = outputs.carried(assets, config, report.get("family", ""), report.get("sizes", {}), library)
+        for relative, data in files.items():  # names from zoo's own list (zoo.outputs), never the registry's
+            (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / relative).write_bytes(data)
+        for folder in outputs.module_folders(files):
+            (tmp / folder).mkdir(exist_ok=True)
+        user = _user_files(out_dir)
+        report.update(name=out_dir.name, generated_files=generated, kept_user_files=sorted(user))
+        written: dict[str, str] = {}
+        if "README.md" not in user:
+            text = card.render(report, outputs.source_info(assets), sorted(files))
+            (tmp / "README.md").write_text(text, encoding="utf-8")
+            written["README.md"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        listed = sorted(p.name for p in tmp.iterdir())
+        for name, data in user.items():  # the user's card and repo files stay as they were
+            (tmp / name).write_bytes(data)
+        (tmp / "zoo.json").write_text(json.dumps({**report, "files": listed, "written_sha256": written},
+                                                 indent=2, default=str) + "\n")
         if out_dir.exists():
             check_out(out_dir)
             shutil.rmtree(out_dir)
@@ -620,9 +843,32 @@ def _write_folder(out_dir: Path, write: Any, assets: dict[str, bytes], report: d
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def list_learngenes(registry: Registry | str | None = None, family: str | None = None) -> list[LearngeneInfo]:
+    """The registry's learngenes, oldest first; ``family`` may be an alias (``gpt``), an unknown one is an error."""
     with registry_session(registry) as reg:
+        if family:
+            family = _family(reg, family)
         return reg.list(family=family)
+
+
+def _family(reg: Registry, family: str) -> str:
+    """A family name as stored: an installed architecture or its alias, or a family the registry holds (whose
+    plugin may not be installed here)."""
+    try:
+        return catalog().architecture(family).name
+    except UnknownNameError as exc:
+        stored = {info.family for info in reg.list()}
+        if family in stored:
+            return family
+        raise UnknownNameError("family", family, [*exc.valid, *stored]) from None
 
 
 def show_learngene(name: str, registry: Registry | str | None = None) -> LearngeneInfo:

@@ -145,6 +145,14 @@ def _rows_view(dest: torch.Tensor, place: Placement) -> torch.Tensor:
     return view.narrow(0, place.start, place.rows)
 
 
+def uncovered(model: torch.nn.Module, covered: set[str]) -> list[str]:
+    """The parameters of ``model`` (possibly on ``meta``) that none of the ``covered`` state-dict keys fill (a tied
+    parameter is covered through any of its names)."""
+    params = model.state_dict(keep_vars=True)
+    covered_ids = {id(params[key]) for key in covered}
+    return [name for name, p in model.named_parameters() if id(p) not in covered_ids]
+
+
 def init_fresh(model: torch.nn.Module, covered: set[str]) -> list[str]:
     """Give the parameters no gene covers the family's own init, and nothing else; returns their names.
 
@@ -155,9 +163,7 @@ def init_fresh(model: torch.nn.Module, covered: set[str]) -> list[str]:
     """
     from transformers import PreTrainedModel
 
-    params = model.state_dict(keep_vars=True)
-    covered_ids = {id(params[key]) for key in covered}
-    fresh = [name for name, p in model.named_parameters() if id(p) not in covered_ids]
+    fresh = uncovered(model, covered)
     if not fresh:
         return []
     modules = dict(model.named_modules())
@@ -296,4 +302,5 @@ def streamable(adapter: Any) -> bool:
         getattr(cls, attr) is getattr(TransformersAdapter, attr) for attr in ("build", "from_genome", "save"))
 
 
-__all__ = ["Placement", "construct", "fill", "init_fresh", "plan", "saved_names", "streamable", "write_pretrained"]
+__all__ = ["Placement", "construct", "fill", "init_fresh", "plan", "saved_names", "streamable", "uncovered",
+           "write_pretrained"]

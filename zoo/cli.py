@@ -25,6 +25,7 @@ class ZooGroup(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
+        self.typed_args = list(sys.argv[1:] if args is None else args)  # kept in zoo.json as the command typed
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
@@ -53,8 +54,9 @@ class ZooGroup(click.Group):
         except BrokenPipeError:  # `zoo learngene list | head`
             sys.stderr.close()
             raise click.exceptions.Exit(0) from None
-        except KeyboardInterrupt:
-            raise click.exceptions.Abort() from None
+        except KeyboardInterrupt:  # Ctrl-C: the shell convention, 128 + SIGINT
+            click.echo("\ninterrupted", err=True)
+            raise click.exceptions.Exit(130) from None
         except Exception as exc:  # unexpected: still one line unless -v
             if _verbose(ctx):
                 raise
@@ -66,8 +68,19 @@ def _verbose(ctx: click.Context) -> bool:
     return bool((root.params or {}).get("verbose")) or os.environ.get("ZOO_DEBUG") == "1"
 
 
+def _global_registry(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``zoo --registry X learngene list`` and ``zoo learngene list --registry X`` both work; the command's own
+    option wins, then the global one, then $ZOO_REGISTRY."""
+    from click.core import ParameterSource
+
+    given = ctx.find_root().params.get("registry")
+    if given and ctx.get_parameter_source(param.name) in (ParameterSource.ENVIRONMENT, ParameterSource.DEFAULT, None):
+        return given
+    return value
+
+
 registry_option = click.option(
-    "--registry", "registry", envvar="ZOO_REGISTRY", metavar="PATH|URL",
+    "--registry", "registry", envvar="ZOO_REGISTRY", metavar="PATH|URL", callback=_global_registry,
     help="Registry file or SQLAlchemy URL [env ZOO_REGISTRY; default: registry.db in the user data dir].",
 )
 
@@ -78,16 +91,20 @@ def _emit_json(data: Any) -> None:
 
 @click.group(cls=ZooGroup, context_settings=CONTEXT)
 @click.version_option(package_name="zoo-learngenes", prog_name="zoo")
-@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
-def cli(verbose: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors [env ZOO_DEBUG=1].")
+@click.option("--registry", "registry", metavar="PATH|URL",
+              help="Registry for every command (a command's own --registry wins) [env ZOO_REGISTRY].")
+def cli(verbose: bool, registry: str | None) -> None:
     """zoo: learngenes from pretrained models, materialized into models of any size.
 
     \b
     Examples:
-      zoo learngene add ./all-MiniLM-L6-v2 --keep 0.5
       zoo learngene list
-      zoo materialize --arch bert --layers 4 --hidden 256 --out bert-4x256
-      zoo materialize --arch gpt --layers 6 --out gpt-6
+      zoo materialize --arch bert --layers 4 --hidden 256      # -> ./bert-4x256/
+      zoo materialize --arch vit --layers 6 --hidden 192 --heads 3 --out vit-tiny
+      zoo materialize --like bert-4x256 --out bert-again       # the same bytes again
+      zoo verify
+      zoo learngene add ./my-model --keep 0.5                 # your own model folder
     """
 
 
@@ -117,11 +134,13 @@ def learngene() -> None:
 @click.option("--calibrate-samples", type=int, default=api.DEFAULT_SAMPLES, show_default=True,
               help="ordered: calibration sequences (128 tokens each) or images.")
 @click.option("--device", default="auto", show_default=True, help="Where the transforms run: auto, cpu, cuda or cuda:N.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar (bars only ever show on a terminal).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bars or library logs (bars only ever show on a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the added learngene as JSON.")
 @registry_option
 def learngene_add(source: str, transform: str, keep: str, name: str | None, dtype: str, params: tuple[str, ...],
                   wavelet: str | None, level: int | None, mode: str | None, calibrate: str, calibrate_samples: int,
-                  device: str, quiet: bool, registry: str | None) -> None:
+                  device: str, quiet: bool, as_json: bool, registry: str | None) -> None:
     """Extract a learngene from SOURCE and store it.
 
     SOURCE is a local Hugging Face folder or .safetensors file, a hub id (gpt2, google-bert/bert-base-uncased) or
@@ -140,10 +159,14 @@ def learngene_add(source: str, transform: str, keep: str, name: str | None, dtyp
         _import(source, name, registry, link_parent=True)
         return
     sugar = {k: v for k, v in dict(wavelet=wavelet, level=level, mode=mode).items() if v is not None}
+    _quiet_libraries(quiet)
     info = api.add_learngene(source, transform=transform, keep=keep, name=name, dtype=dtype, registry=registry,
                              params={**parse_params(params), **sugar}, progress=not quiet, device=device,
                              calibrate=calibrate, calibrate_samples=calibrate_samples, import_exported=False)
-    click.echo(f"added learngene '{info.name}' ({info.family}, {info.transform}, keep {_keep(info.keep)}, "
+    if as_json:
+        _emit_json(info.to_json())
+        return
+    click.echo(f"added learngene '{info.name}' ({info.family}, {info.transform}, keep {_stored(info)}, "
                f"{info.genes} genes, {info.nbytes / 2**20:.1f} MiB) from {info.source}")
     if info.calibration_meta:
         click.echo(f"calibrated on {_calibration(info.calibration_meta)}")
@@ -167,6 +190,15 @@ def parse_params(items: tuple[str, ...], option: str = "--param") -> dict[str, A
         except ValueError:
             params[key.strip()] = value
     return params
+
+
+def _stored(info: Any) -> str:
+    """The share of coefficients a learngene stores per axis: its keep ratios, or what a wavelet ``level``, which
+    overrides them, keeps (each level halves an axis)."""
+    level = (info.transform_params or {}).get("level")
+    if isinstance(level, int) and not isinstance(level, bool):
+        return f"{0.5 ** level:g} (level {level})"
+    return _keep(info.keep)
 
 
 def _keep(keep: dict[str, float]) -> str:
@@ -198,7 +230,7 @@ def learngene_list(as_json: bool, family: str | None, registry: str | None) -> N
     if not infos:
         click.echo("no learngenes yet; add one with `zoo learngene add SOURCE`")
         return
-    rows = [(i.name, i.family, _sizes(i), i.transform, _keep(i.keep), f"{i.nbytes / 2**20:.1f}M",
+    rows = [(i.name, i.family, _sizes(i), i.transform, _stored(i), f"{i.nbytes / 2**20:.1f}M",
              i.created_at.strftime("%Y-%m-%d %H:%M"), i.source) for i in infos]
     header = ("NAME", "FAMILY", "LAYERSxHIDDEN", "TRANSFORM", "KEEP", "SIZE", "CREATED", "SOURCE")
     widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(len(header))]
@@ -221,7 +253,7 @@ def learngene_show(name: str, as_json: bool, registry: str | None) -> None:
     click.echo(f"source:     {info.source}")
     click.echo(f"sha256:     {info.source_sha256}")
     click.echo(f"transform:  {info.transform} {json.dumps(info.transform_params) if info.transform_params else ''}")
-    click.echo(f"keep:       {_keep(info.keep)}")
+    click.echo(f"keep:       {_stored(info)}")
     if info.calibration_meta:
         click.echo(f"calibrated: {_calibration(info.calibration_meta)}")
     click.echo(f"stored:     {info.genes} genes, {info.nbytes / 2**20:.2f} MiB ({info.dtype})")
@@ -333,24 +365,54 @@ def _import(source: str, name: str | None, registry: str | None, link_parent: bo
 @click.option("--set", "options", multiple=True, metavar="KEY=VALUE",
               help="An architecture's other target option, e.g. --set format=timm --set img_size=224 for vit "
                    "(repeatable; values parsed as JSON if they can be).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (from_pretrained loads it).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Output folder (from_pretrained loads it); zoo's own earlier output there is replaced "
+                   "[default: ./FAMILY-LAYERSxHIDDEN, e.g. bert-4x256].")
+@click.option("--overwrite", "--force", "overwrite", is_flag=True,
+              help="Replace zoo's earlier output in the default folder (a folder named with --out is replaced "
+                   "whenever zoo wrote it).")
+@click.option("--seed", type=int, default=api.DEFAULT_SEED, show_default=True,
+              help="Seed for the init of parameters no gene covers: the same command gives the same bytes.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]),
               help="Type of the saved weights.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar (bars only ever show on a terminal).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bars or library logs (bars only ever show on a terminal).")
+@click.option("--dry-run", is_flag=True, help="Print the plan (learngene, sizes, parameters, disk size, how each "
+              "gene is resized, fresh parameters) and write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report (what zoo.json holds) as JSON.")
+@click.option("--like", type=click.Path(), metavar="ZOO_JSON|DIR",
+              help="Rebuild a model zoo made, byte for byte: the options its zoo.json records, the same learngene "
+                   "(checked by content); options given here override them.")
 @registry_option
 def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | None, hidden: int | None,
                     heads: int | None, kv_heads: int | None, head_dim: int | None, ffn: int | None, device: str,
-                    strategy: str | None, stats: str, options: tuple[str, ...], out: str, dtype: str, quiet: bool,
+                    strategy: str | None, stats: str, options: tuple[str, ...], out: str | None, overwrite: bool,
+                    seed: int, dtype: str, quiet: bool, dry_run: bool, as_json: bool, like: str | None,
                     registry: str | None) -> None:
-    """Build a model of any size from a learngene and save it as a Hugging Face folder.
+    """Build a model of any size from a learngene and save it as a Hugging Face folder, with a model card
+    (README.md) and zoo.json, which records how to rebuild it byte for byte.
 
-    Sizes you leave out keep the source model's.
+    Sizes you leave out keep the source model's. With --arch and no learngene of that family in the registry,
+    one is added first from the family's default source on the Hugging Face Hub (or its local cache).
     """
+    _quiet_libraries(quiet)
+    chosen = dict(learngene=learngene_name, layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
+                  head_dim=head_dim, ffn=ffn, device=device, strategy=strategy, stats=stats,
+                  options=parse_params(options, "--set"), dtype=dtype, seed=seed)
+    if like:
+        chosen = _like(like, chosen)
     report = api.materialize_to_disk(
-        out, arch, learngene=learngene_name, layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
-        head_dim=head_dim, ffn=ffn, device=device, strategy=strategy, stats=stats, registry=registry,
-        options=parse_params(options, "--set"), dtype=dtype, progress=not quiet,
+        out, arch, registry=registry, progress=not quiet, overwrite=overwrite or out is not None,
+        argv=["zoo", *_typed_args()], on_demand=lambda message: click.echo(message, err=True), dry_run=dry_run,
+        **chosen,
     )
+    if as_json:
+        _emit_json(report)
+        return
+    if dry_run:
+        _print_plan(report)
+        return
+    out = report.get("out", out)
     sizes = report["sizes"]
     click.echo(f"using learngene '{report['learngene']}' ({report['family']}, from {report['source']}); "
                f"choose another with --from NAME (see `zoo learngene list`)")
@@ -363,8 +425,89 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
     if report.get("reset_genes"):
         click.echo(f"note: tuned to the source's last layer, so left at init in this shallower model: "
                    f"{', '.join(report['reset_genes'])}")
+    if report.get("kept_user_files"):
+        click.echo(f"kept your {', '.join(report['kept_user_files'])} (zoo's model card is not written over it)")
     default_load = f"transformers.{report['model_class']}.from_pretrained({out!r})"
     click.echo(f"load it with: {report.get('load') or default_load}")
+
+
+# materialize_to_disk's arguments that zoo.json's "rebuild" holds, by the CLI parameter that sets each
+LIKE_PARAMS = {"learngene": "learngene_name", "layers": "layers", "hidden": "hidden", "heads": "heads",
+               "kv_heads": "kv_heads", "head_dim": "head_dim", "ffn": "ffn", "positions": None, "device": "device",
+               "strategy": "strategy", "stats": "stats", "options": "options", "dtype": "dtype", "seed": "seed",
+               "learngene_sha256": None}
+
+
+def _like(path: str, chosen: dict[str, Any]) -> dict[str, Any]:
+    """``chosen`` with what a zoo.json's ``rebuild`` records, except options typed on this command line."""
+    from click.core import ParameterSource
+
+    file = os.path.join(path, "zoo.json") if os.path.isdir(path) else path
+    if not os.path.exists(file):
+        raise click.BadParameter(f"{file} does not exist; give a folder zoo materialized, or its zoo.json",
+                                 param_hint="--like")
+    try:
+        with open(file, encoding="utf-8") as fh:
+            rebuild = json.load(fh)["rebuild"]
+        if not isinstance(rebuild, dict):
+            raise TypeError(type(rebuild).__name__)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise click.BadParameter(f"{file} is not a zoo.json with a 'rebuild' record (what zoo materialize writes)",
+                                 param_hint="--like") from None
+    ctx = click.get_current_context()
+    merged = dict(chosen)
+    for key, value in rebuild.items():
+        if key not in LIKE_PARAMS:
+            continue
+        param = LIKE_PARAMS[key]
+        if param is None or ctx.get_parameter_source(param) != ParameterSource.COMMANDLINE:
+            merged[key] = value
+    return merged
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    sizes = ", ".join(f"{k} {v}" for k, v in plan["sizes"].items())
+    click.echo("plan (nothing written; drop --dry-run to build it):")
+    click.echo(f"  learngene   {plan['learngene']} ({plan['family']}, {plan['transform']}, from {plan['source']})")
+    click.echo(f"  model       {plan['model_class']}: {sizes}")
+    click.echo(f"  size        {plan['parameters'] / 1e6:.1f}M parameters, {plan['disk_bytes'] / 2**20:.1f} MiB as "
+               f"{plan['dtype']} -> {plan['out']}")
+    click.echo(f"  options     strategy {plan['strategy']}, stats {plan['stats']}, seed {plan['seed']}, "
+               f"device {plan['device']}")
+    resized = [g for g in plan["genes"] if g["source_shape"] != g["target_shape"]]
+    click.echo(f"  genes       {len(plan['genes'])}, {len(resized)} resized:")
+    for gene in resized:
+        changes = ", ".join(f"{role} {a}->{b}" for role, a, b in zip(gene["axes"], gene["source_shape"],
+                                                                     gene["target_shape"]) if a != b)
+        click.echo(f"    {gene['name']:<22} {changes}")
+    fresh = plan["fresh_parameters"]
+    click.echo(f"  fresh       {', '.join(fresh) if fresh else 'none' if fresh is not None else 'known once built'}")
+    for name in plan.get("skipped_genes") or []:
+        click.echo(f"  skipped     {name} (no room for it in the target)")
+    click.echo(f"  command     {plan['command']}")
+
+
+def _typed_args() -> list[str]:
+    """The arguments as typed (``zoo.json`` keeps them beside the canonical rebuild command), registry URLs'
+    passwords hidden: the folder may be published."""
+    from .registry.store import redact
+
+    typed = getattr(click.get_current_context().find_root().command, "typed_args", [])
+    return [redact(arg) if "://" in arg else arg for arg in typed]
+
+
+def _quiet_libraries(quiet: bool) -> None:
+    """Quiet transformers' and huggingface_hub's own bars and logs too (GGUF loading, downloads): all of them
+    with --quiet, and their bars when stderr is not a terminal, like zoo's own."""
+    if not quiet and sys.stderr.isatty():
+        return
+    import huggingface_hub.utils
+    import transformers.utils.logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+    if quiet:
+        hf_logging.set_verbosity_error()
 
 
 @cli.command("refine")
@@ -388,10 +531,11 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]),
               help="Storage precision of the coefficients.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--json", "as_json", is_flag=True, help="Print the refined learngene as JSON.")
 @registry_option
 def refine_cmd(source: str, data: str, steps: int, lam: float | None, transform: str, keep: str,
                params: tuple[str, ...], parent: str | None, name: str | None, lr: float, batch: int, seq: int,
-               seed: int, dtype: str, device: str, registry: str | None) -> None:
+               seed: int, dtype: str, device: str, as_json: bool, registry: str | None) -> None:
     """FRONT+: fine-tune SOURCE briefly with its task loss + lambda x the energy outside the learngene's block,
     then add the refined learngene, linked to the unrefined one (`zoo learngene show` prints the lineage).
 
@@ -408,6 +552,9 @@ def refine_cmd(source: str, data: str, steps: int, lam: float | None, transform:
     except KeyboardInterrupt:
         click.echo("\ninterrupted: nothing was added; the registry is unchanged", err=True)
         raise click.exceptions.Exit(130) from None
+    if as_json:
+        _emit_json(refined.to_json())
+        return
     energy = refined.refinement["energy_in_block"]
     click.echo(f"added learngene '{refined.name}' (refined from '{parent_info.name}', lambda "
                f"{refined.refinement['lambda']:g}, {steps} steps): energy in the kept block "
@@ -496,6 +643,7 @@ def verify_cmd(names: tuple[str, ...], as_json: bool, registry: str | None) -> N
 
     location = to_url(registry or default_registry_path())
     with Registry(location, create=False, check_schema=False, read_only=True) as reg:
+        _known(reg, names)
         report = verify(reg, names)
     if as_json:
         _emit_json(report.to_json())
@@ -512,6 +660,21 @@ def verify_cmd(names: tuple[str, ...], as_json: bool, registry: str | None) -> N
                        f"(hidden; the next add removes those untouched for {STALE_AFTER_S // 3600} hours)")
     if not report.ok:
         raise click.exceptions.Exit(1)
+
+
+def _known(reg: Any, names: tuple[str, ...]) -> None:
+    """A name that is not in the registry is a typo, not damage: one line naming the learngenes there are."""
+    from .errors import UnknownNameError
+
+    if not names:
+        return
+    try:
+        present = {info.name for info in reg.list()}
+    except ZooError:  # a registry too damaged to list: verify says what it can
+        return
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise UnknownNameError("learngene", missing[0], sorted(present), hint="see `zoo learngene list`")
 
 
 def _register_plugin_commands() -> None:

@@ -29,7 +29,18 @@ ASSET_FILES = (
     "tokenizer.model",
     "added_tokens.json",
     "generation_config.json",
+    "chat_template.jinja",  # transformers >= 4.50 saves the chat template beside the tokenizer config
+    "chat_template.json",
+    "preprocessor_config.json",  # AutoImageProcessor / pipeline for vision models
+    # sentence-transformers: the modules, and the pooling layer (zoo.outputs fits its width to the target)
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "1_Pooling/config.json",
 )
+# stored with a learngene, never copied into a folder: what the source declares about itself (its license),
+# read from its model card's front matter or its GGUF metadata, for the materialized model's card (zoo.card)
+SOURCE_INFO = "zoo-source.json"
 HEX64 = re.compile(r"[0-9a-f]{64}")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 LOCAL_HINT = "pass a local folder instead, e.g. `zoo learngene add ./my-model` (a folder with config.json and *.safetensors)"
@@ -118,7 +129,34 @@ def _read_config(folder: Path, ref: str) -> dict[str, Any]:
 
 
 def _read_assets(folder: Path) -> dict[str, bytes]:
-    return {name: (folder / name).read_bytes() for name in ASSET_FILES if (folder / name).is_file()}
+    assets = {name: (folder / name).read_bytes() for name in ASSET_FILES if (folder / name).is_file()}
+    info = {k: v for k, v in card_metadata(folder / "README.md").items() if k in ("license", "license_name")}
+    return {**assets, **source_info_asset(info)}
+
+
+def source_info_asset(info: dict[str, Any]) -> dict[str, bytes]:
+    """The :data:`SOURCE_INFO` asset for ``info`` (nothing when it is empty)."""
+    info = {k: v for k, v in info.items() if v}
+    return {SOURCE_INFO: json.dumps(info, sort_keys=True).encode()} if info else {}
+
+
+def card_metadata(readme: Path) -> dict[str, Any]:
+    """The flat ``key: value`` pairs of a model card's YAML front matter (license, library_name, ...).
+
+    Only top-level scalars are read, without a YAML library: a card that is not front matter gives ``{}``."""
+    try:
+        text = readme.read_text(encoding="utf-8", errors="replace")[:20000]
+    except OSError:
+        return {}
+    if not text.startswith("---"):
+        return {}
+    end = text.find("\n---", 3)
+    out: dict[str, Any] = {}
+    for line in text[3:end if end > 0 else 0].splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key and not key[0].isspace() and re.fullmatch(r"[\w-]+", key) and value.strip():
+            out[key] = value.strip().strip("'\"")
+    return out
 
 
 def from_local(path: Path, ref: str) -> Checkpoint:
@@ -128,14 +166,18 @@ def from_local(path: Path, ref: str) -> Checkpoint:
             raise SourceNotFoundError(f"folder '{ref}' holds no *.safetensors or pytorch_model*.bin weights")
         return Checkpoint(ref, path, _read_config(path, ref), weights, assets=_read_assets(path))
     if path.suffix == ".safetensors" or path.name.endswith(".bin"):
-        return Checkpoint(ref, path.parent, _read_config(path.parent, ref), [path], assets=_read_assets(path.parent))
+        # a file names the model by its stem (loose/minilm.safetensors -> minilm), unless the stem is generic
+        stem = path.name.removesuffix(".safetensors").removesuffix(".bin")
+        named = None if stem in ("model", "pytorch_model") or stem.startswith(("model-", "pytorch_model-")) else stem
+        return Checkpoint(ref, path.parent, _read_config(path.parent, ref), [path], assets=_read_assets(path.parent),
+                          default_name=named)
     raise SourceNotFoundError(f"'{ref}' is not a model folder or a .safetensors file")
 
 
 def from_hub(repo_id: str, ref: str) -> Checkpoint:
     from huggingface_hub import snapshot_download
 
-    patterns = ["config.json", *WEIGHT_PATTERNS, *ASSET_FILES]
+    patterns = ["config.json", "README.md", *WEIGHT_PATTERNS, *ASSET_FILES]  # README.md: the license
     try:
         folder = snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True)
     except Exception:

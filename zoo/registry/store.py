@@ -70,6 +70,7 @@ def example_registry_path() -> Path | None:
     env = os.environ.get("ZOO_EXAMPLE_REGISTRY")
     candidates = [Path(env)] if env else []
     candidates.append(Path(__file__).resolve().parents[2] / EXAMPLE_NAME)  # source checkout / editable install
+    candidates.append(Path(__file__).resolve().parents[1] / "example" / EXAMPLE_NAME)  # a wheel (pyproject.toml)
     return next((p for p in candidates if p.is_file()), None)
 
 
