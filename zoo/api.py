@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .adapters import DEFAULT_MAX_PARAMS
 from .calibrate import depth_calibrated
 from .errors import InvalidConfigError, UnknownNameError, ZooError

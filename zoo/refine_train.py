@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .errors import InvalidConfigError, ZooError
 from .refine import LearngeneSpec, energy_in_block, genome_penalty
 
