@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .adapters import DEFAULT_MAX_PARAMS
@@ -24,9 +23,14 @@ from . import assemble
 from .pipeline import (STATS_RULES, STORAGE_DTYPES, extract_groups, gene_groups, materialize as materialize_genes,
                        materialize_stream, parse_keep)
 from .plugins import catalog, pm
-from .registry import LearngeneInfo, Registry, open_registry
-from .registry.store import now
+from .registry import LearngeneInfo
+from .registry.util import now
 from .sources import ASSET_FILES, resolve
+
+if TYPE_CHECKING:
+    import torch
+
+    from .registry import Registry
 
 DEFAULT_KEEP = 1.0  # the ablations in docs/ablations.md: keep 1 trains best; lower it to store less
 # layers (extracting) or genes (materializing) worked on at once, each on one torch thread: FFTs and small
@@ -39,6 +43,8 @@ DEVICES = ("auto", "cpu", "cuda")
 @contextmanager
 def registry_session(registry: Registry | str | os.PathLike[str] | None, create: bool = False) -> Iterator[Registry]:
     """The given registry, or one opened (and closed again) from a location."""
+    from .registry.store import Registry, open_registry  # SQLAlchemy: only commands that open a registry load it
+
     if isinstance(registry, Registry):
         yield registry
         return
@@ -58,6 +64,8 @@ def check_name(name: str) -> str:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    import torch
+
     text = str(device or "auto")
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -250,6 +258,8 @@ def pick_learngene(reg: Registry, arch: str | None, name: str | None) -> tuple[L
 
 
 def _check_memory(params: int, device: torch.device) -> None:
+    import torch
+
     need = params * 4
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
@@ -270,8 +280,6 @@ def _check_memory(params: int, device: torch.device) -> None:
 
 
 def _check_disk(params: int, out_dir: Path | None) -> None:
-    import shutil
-
     need = params * 4
     folder = out_dir
     while folder is not None and not folder.exists() and folder != folder.parent:
@@ -460,6 +468,8 @@ def _progress_bar(job: _Job, enabled: bool) -> Any:
 
 
 def _build(job: _Job, progress: bool) -> torch.nn.Module:
+    import torch
+
     with torch.no_grad():
         if assemble.streamable(job.adapter):
             with _progress_bar(job, progress) as bar:
@@ -547,8 +557,6 @@ def save(model: torch.nn.Module, adapter: Any, out_dir: Path, assets: dict[str, 
 
 
 def _write_folder(out_dir: Path, write: Any, assets: dict[str, bytes], report: dict) -> None:
-    import shutil
-
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:

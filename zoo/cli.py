@@ -15,7 +15,8 @@ import click
 
 from . import api
 from .errors import ZooError
-from .refine_train import DEFAULT_LAMBDA, DEFAULT_REFINE_KEEP
+from .plugins import catalog, load_errors, load_plugins, plugin_sources, pm
+from .refine_train import DEFAULT_LAMBDA, DEFAULT_REFINE_KEEP, refine_learngene
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -148,8 +149,6 @@ def _keep(keep: dict[str, float]) -> str:
 
 
 def _sizes(info: Any) -> str:
-    from .plugins import catalog
-
     try:
         sizes = catalog().architecture(info.family).sizes(info.source_config)
     except ZooError:
@@ -317,8 +316,6 @@ def refine_cmd(source: str, data: str, steps: int, lam: float | None, transform:
     Tasks: masked LM (BERT), causal LM (GPT-2, Llama), classification (ViT). Ctrl-C during training leaves the
     registry unchanged.
     """
-    from .refine_train import refine_learngene
-
     try:
         refined, parent_info = refine_learngene(
             source, data=data, steps=steps, lam=DEFAULT_LAMBDA if lam is None else lam, transform=transform,
@@ -341,8 +338,6 @@ def plugins_cmd(as_json: bool) -> None:
     SOURCE is the distribution ("name version"), "builtin" (a source tree never installed) or "runtime"
     (zoo.register_plugin). ZOO_LOAD_PLUGINS / ZOO_DISABLE_PLUGINS (comma-separated names) control loading.
     """
-    from .plugins import catalog, load_errors, plugin_sources, pm
-
     cat = catalog()
     kinds = ("architectures", "transforms", "resize_strategies")
     rows: dict[str, dict[str, Any]] = {}
@@ -421,8 +416,6 @@ def verify_cmd(names: tuple[str, ...], as_json: bool, registry: str | None) -> N
 
 
 def _register_plugin_commands() -> None:
-    from .plugins import load_plugins, pm
-
     try:
         load_plugins()
         pm.hook.register_commands(cli=cli)
