@@ -335,7 +335,7 @@ def refine_cmd(source: str, data: str, steps: int, lam: float | None, transform:
 def plugins_cmd(as_json: bool) -> None:
     """List loaded plugins: where each comes from, its hooks, what it registers, and plugins that failed to load.
 
-    SOURCE is the distribution ("name version"), "builtin" (a source tree never installed) or "runtime"
+    SOURCE is the distribution ("name version"), "builtin" (one of zoo's own) or "runtime"
     (zoo.register_plugin). ZOO_LOAD_PLUGINS / ZOO_DISABLE_PLUGINS (comma-separated names) control loading.
     """
     cat = catalog()
