@@ -337,8 +337,8 @@ class TransformersAdapter:
 
         model = assemble.construct(self, config, device)
         params = model.state_dict(keep_vars=True)
-        if type(self).from_genome is not TransformersAdapter.from_genome:
-            # a family with its own layout logic: honour it (it needs every gene at once)
+        if not self.streamable:
+            # a family that is not streamable may have its own layout logic (from_genome): it needs every gene at once
             values = self.from_genome(_whole_genes(genes), config, {k: v.detach() for k, v in params.items()})
             for key, value in values.items():
                 if params[key].shape != value.shape:

@@ -56,7 +56,7 @@ class StagedLearngene:
             return row.id
 
         self.id = registry.run(work, write=True, what=f"cannot add learngene '{info.name}'")
-        self._crash("stage:learngene-row")
+        crash_point("stage:learngene-row")
 
     def put(self, record: GeneRecord) -> None:
         """Write one gene, in a transaction of its own (SQLite: straight from the tensors' memory into the blob)."""
@@ -71,12 +71,12 @@ class StagedLearngene:
             insert_gene(session, self.id, columns, parts)
 
         self.registry.run(work, write=True, what=f"cannot add learngene '{self.info.name}'")
-        self._crash(f"stage:gene-{self.genes}")
+        crash_point(f"stage:gene-{self.genes}")
         self.genes += 1
 
     def publish(self, info: LearngeneInfo, assets: dict[str, bytes] | None = None) -> None:
         """Make the learngene visible under ``info`` (its final name and fields), with its assets: one transaction."""
-        self._crash("stage:genes-written")
+        crash_point("stage:genes-written")
 
         def work(session: Session) -> None:
             if session.scalar(select(SqlLearngene.id).where(SqlLearngene.name == info.name)) is not None:
@@ -90,24 +90,20 @@ class StagedLearngene:
             for filename, data in (assets or {}).items():
                 session.add(SqlAsset(learngene_id=self.id, filename=filename, sha256=sha256(data), data=data))
             session.flush()
-            self._crash("publish:before-commit")
+            crash_point("publish:before-commit")
 
         try:
             self.registry.run(work, write=True, what=f"cannot add learngene '{info.name}'")
         except IntegrityError as exc:
             raise duplicate_name(info.name) from exc
         self.published = True
-        self._crash("publish:after-commit")
+        crash_point("publish:after-commit")
 
     def discard(self) -> None:
         def work(session: Session) -> None:
             _delete(session, [self.id])
 
         self.registry.run(work, write=True, what=f"cannot clean up the unfinished learngene '{self.info.name}'")
-
-    @staticmethod
-    def _crash(point: str) -> None:
-        crash_point(point)
 
 
 @contextmanager
