@@ -26,18 +26,20 @@ defined by keeping values, and duplication by its division, which re-standardizi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from zoo import InvalidConfigError, hookimpl
-from zoo.genes import DEPTH, resizable
-from zoo.registry.entities import GeneRecord
+from zoo.genes import DEPTH, GeneRecord, resizable
 from zoo.transforms import Transform
+
+if TYPE_CHECKING:
+    import torch
 
 
 def select_indices(n: int, m: int) -> torch.Tensor:
     """Weight Selection's uniform element selection of ``m`` out of ``n`` (``m <= n``)."""
+    import torch
+
     if n % m == 0:
         return torch.arange(m) * (n // m)
     return torch.round(torch.linspace(0, n - 1, m, dtype=torch.float64)).long()
@@ -45,12 +47,16 @@ def select_indices(n: int, m: int) -> torch.Tensor:
 
 def duplicate_indices(n: int, m: int) -> torch.Tensor:
     """Source unit of each of ``m >= n`` target units: each unit repeated ``m // n`` or ``m // n + 1`` times."""
+    import torch
+
     return torch.arange(m) * n // m
 
 
 def source_weights(record: GeneRecord, transform: Transform, params: Mapping[str, Any]) -> torch.Tensor:
     """The gene's weights at the source size: every resizable axis synthesized at its source length, then each
     layer's mean and std restored (exactly the source's weights for a keep-1 learngene)."""
+    import torch
+
     z = record.coeffs.to(torch.float32)
     for dim, role in enumerate(record.axes):
         if resizable(role):
@@ -88,6 +94,8 @@ class _Baseline:
     def map_axes(self, w: torch.Tensor, axes: Sequence[str], target_shape: Sequence[int], fan_in: int) -> torch.Tensor:
         """Index every axis of ``w`` to its target length; on the trailing ``fan_in`` (input) axes, divide each
         element by the number of times its source unit was repeated (always 1 when selecting)."""
+        import torch
+
         out = w
         first_input = len(axes) - fan_in
         for dim, role in enumerate(axes):
@@ -124,6 +132,8 @@ class Select(_Baseline):
     grows = False
 
     def layer_map(self, n: int, m: int) -> torch.Tensor:
+        import torch
+
         return torch.arange(m)
 
     def unit_map(self, n: int, m: int) -> torch.Tensor:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from zoo import hookimpl
 from zoo.transforms import apply_matrix
+
+if TYPE_CHECKING:
+    import torch
 
 # From this many kept coefficients on, analysis by FFT beats the product with the truncated basis on a CPU
 FFT_FROM = 96
@@ -23,6 +24,8 @@ FFT_FROM = 96
 @functools.lru_cache(maxsize=64)
 def _basis_cpu(n: int, rows: int) -> torch.Tensor:
     """First ``rows`` rows of the n-point orthonormal DCT-II matrix, in float64."""
+    import torch
+
     k = torch.arange(rows, dtype=torch.float64)[:, None]
     i = torch.arange(n, dtype=torch.float64)[None, :]
     basis = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
@@ -30,12 +33,17 @@ def _basis_cpu(n: int, rows: int) -> torch.Tensor:
     return basis
 
 
-def dct_basis(n: int, rows: int | None = None, device: Any = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def dct_basis(n: int, rows: int | None = None, device: Any = "cpu", dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The first ``rows`` rows (all by default) of the n-point orthonormal DCT-II matrix (float32 by default)."""
+    import torch
+
     # copy: the cached basis must never be handed out, or an in-place edit by a caller would poison every DCT
-    return _basis_cpu(n, n if rows is None else rows).to(device=device, dtype=dtype, copy=True)
+    return _basis_cpu(n, n if rows is None else rows).to(device=device, dtype=torch.float32 if dtype is None else dtype, copy=True)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    import torch
+
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
@@ -44,6 +52,8 @@ class DCT:
     description = "orthonormal DCT-II per axis (FRONT); learngene = low-frequency block"
 
     def analyze(self, x: torch.Tensor, dim: int, keep: int, **params: Any) -> torch.Tensor:
+        import torch
+
         n = x.shape[dim]
         keep = max(1, min(int(keep), n))
         dtype = _compute_dtype(x)
@@ -62,6 +72,8 @@ class DCT:
         # value; for long spectra an FFT is much cheaper (Makhoul's DCT-III via one real inverse FFT of length
         # ``size``: O(log size) per value), so it takes over from k = 512 on the last axis (1024 elsewhere, where
         # strided FFTs are slower). Both are exact up to float rounding and run on any torch device.
+        import torch
+
         dim = dim % coeffs.dim()
         kept = coeffs.shape[dim]
         k = min(kept, size)
@@ -108,6 +120,7 @@ def _dct_scipy(x: torch.Tensor, dim: int, keep: int) -> torch.Tensor:
     """On a CPU, scipy's DCT-II (pocketfft, with the reordering and twiddles inside one C++ pass, the GIL
     released) runs about twice as fast as the same algorithm spelled in torch operations."""
     import scipy.fft
+    import torch
 
     full = torch.from_numpy(scipy.fft.dct(x.numpy(), type=2, axis=dim, norm="ortho"))
     return full.narrow(dim, 0, keep)  # a view: callers copy what they keep (no second copy here)
@@ -120,6 +133,8 @@ def _dct_fft(x: torch.Tensor, dim: int, keep: int) -> torch.Tensor:
     X[k] = w_k Re(e^{-i pi k / 2n} V[k]). The real FFT gives V[k] for k <= n/2; above, V[k] = conj(V[n - k]).
     Everything runs along ``dim`` in place: no transposed copies of the (possibly large) input.
     """
+    import torch
+
     n = x.shape[dim]
     order = torch.cat([torch.arange(0, n, 2), torch.arange(1, n, 2).flip(0)]).to(x.device)
     spectrum = torch.fft.rfft(x.index_select(dim, order), dim=dim)

@@ -44,13 +44,14 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from zoo import InvalidConfigError, UnknownNameError, hookimpl
 from zoo.transforms import apply_matrix
 from zoo_plugins.dct import dct_basis
+
+if TYPE_CHECKING:
+    import torch
 
 # Modes whose extension is an index (and sign) into the signal; 'smooth' and 'antireflect' extrapolate and are
 # left out. Names and behaviour as in PyWavelets.
@@ -135,6 +136,8 @@ def max_level(n: int, filter_len: int) -> int:
 # -- one-level filter-bank matrices (float64, on the CPU, cached) ---------------------------------------------------
 def _extend(i: torch.Tensor, n: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Signal index and sign for positions ``i`` (any integers) of the mode-extended signal (sign 0: a zero)."""
+    import torch
+
     ones = torch.ones(i.shape, dtype=torch.float64)
     if mode == "zero":
         return i.clamp(0, n - 1), ((i >= 0) & (i < n)).double()
@@ -158,6 +161,8 @@ def _extend(i: torch.Tensor, n: int, mode: str) -> tuple[torch.Tensor, torch.Ten
 @functools.lru_cache(maxsize=256)
 def _analysis(n: int, wavelet: str, mode: str, high: bool) -> torch.Tensor:
     """``[coeff_len, n]``: one level of low-pass (or high-pass) filtering and downsampling by two."""
+    import torch
+
     f = torch.tensor(filter_bank(wavelet).dec_hi if high else filter_bank(wavelet).dec_lo, dtype=torch.float64)
     taps, m = len(f), coeff_len(n, len(f), mode)
     o = torch.arange(m)[:, None].expand(m, taps)
@@ -174,6 +179,8 @@ def _analysis(n: int, wavelet: str, mode: str, high: bool) -> torch.Tensor:
 @functools.lru_cache(maxsize=256)
 def _synthesis(m: int, wavelet: str, mode: str, high: bool) -> torch.Tensor:
     """``[rec_len, m]``: upsampling by two and filtering with the reconstruction low-pass (or high-pass)."""
+    import torch
+
     f = torch.tensor(filter_bank(wavelet).rec_hi if high else filter_bank(wavelet).rec_lo, dtype=torch.float64)
     taps = len(f)
     o = torch.arange(m)[:, None].expand(m, taps)
@@ -195,6 +202,8 @@ def _on(matrix: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    import torch
+
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
@@ -327,6 +336,8 @@ class Operator:
 
     @classmethod
     def banded(cls, matrix: torch.Tensor) -> Operator:
+        import torch
+
         nonzero = matrix != 0
         width = max(1, int(nonzero.sum(dim=1).max()))
         index = torch.topk(nonzero.to(torch.int8), width, dim=1, sorted=False).indices
@@ -334,10 +345,14 @@ class Operator:
 
     @classmethod
     def identity(cls, n: int) -> Operator:
+        import torch
+
         return cls(n, torch.arange(n)[:, None], torch.ones(n, 1, dtype=torch.float64))
 
     def then(self, after: Operator) -> Operator:
         """``after`` applied to this operator's output, as one operator."""
+        import torch
+
         if after.matrix is None and self.matrix is None:  # banded o banded: widths multiply, repeated inputs add up
             index = self.index[after.index].flatten(1)
             weight = (after.weight[:, :, None] * self.weight[after.index]).flatten(1)
@@ -381,6 +396,8 @@ def _up(m: int, wavelet: str, mode: str) -> Operator:
 
 def _bridge(src: int, dst: int) -> Operator:
     """Orthonormal DCT, crop or zero-pad, inverse; scaled by sqrt(dst/src) so a constant stays the same constant."""
+    import torch
+
     k = min(src, dst)
     basis = dct_basis(dst, k, "cpu", torch.float64).T @ dct_basis(src, k, "cpu", torch.float64)
     return Operator(src, matrix=basis * math.sqrt(dst / src))

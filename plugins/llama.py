@@ -25,15 +25,16 @@ import warnings
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from zoo import hookimpl
 from zoo.adapters import SIZE_OPTIONS, TransformersAdapter, WeightMap, heads_hint
 from zoo.errors import InvalidConfigError, SourceNotFoundError
 from zoo.genes import DEPTH
 from zoo.sources import WEIGHT_PATTERNS, Checkpoint, source_info_asset
+
+if TYPE_CHECKING:
+    import torch
 
 H, HEADS, KV, QG, HD, FFN = "hidden", "heads", "kv_heads", "q_per_kv", "head_dim", "ffn"
 L = "layers.{i}."
@@ -217,6 +218,8 @@ def find_gguf(source: str) -> Path | None:
 
 
 def _load_gguf(folder: Path, filename: str) -> dict[str, torch.Tensor]:
+    import torch
+
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)  # dequantizes

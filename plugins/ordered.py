@@ -24,14 +24,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from zoo import InvalidConfigError, hookimpl
 from zoo.genes import DEPTH, resizable
 from zoo.importance import Calibration, depth_order, descending, top_heads, top_units, unit_scores
 from zoo_plugins.baselines import duplicate_indices, select_indices
+
+if TYPE_CHECKING:
+    import torch
 
 # axes whose first units are the ones to keep when shrinking (a table indexed by position)
 LEADING_ROLES = frozenset({"positions", "registers"})
@@ -48,6 +49,8 @@ class OrderedTransform:
         return x.narrow(dim, 0, min(keep, x.shape[dim]))
 
     def synthesize(self, coeffs: torch.Tensor, dim: int, size: int, **params: Any) -> torch.Tensor:
+        import torch
+
         n = coeffs.shape[dim]
         if size <= n:
             return coeffs.narrow(dim, 0, size)
@@ -70,6 +73,8 @@ def _stored_scores(calibration: Calibration, role: str, layer: int | None, sourc
 
 def _ranked_index(scores: torch.Tensor, m: int) -> torch.Tensor:
     """``m`` of these units: the most important ones, in their order; or every unit, then the most important again."""
+    import torch
+
     n = scores.numel()
     if m <= n:
         return top_units(scores, m)
@@ -79,6 +84,8 @@ def _ranked_index(scores: torch.Tensor, m: int) -> torch.Tensor:
 def _unit_index(calibration: Calibration, role: str, layer: int | None, source: int, stored: int,
                 m: int) -> torch.Tensor | None:
     """Which stored unit each of ``m`` target units takes (None: all of them, as they are)."""
+    import torch
+
     if m == stored == source:
         return None
     scores = _stored_scores(calibration, role, layer, source, stored)
@@ -97,6 +104,8 @@ def _head_map(calibration: Calibration, layer: int | None, source: tuple[int, in
               target: tuple[int, int]) -> torch.Tensor | None:
     """Grouped-query heads: flat indices into the stored ``(kv_heads, q_per_kv)`` for the target's, groups and
     the heads within each group ranked by score (a query head stays in its group)."""
+    import torch
+
     if stored == target == source:
         return None
     scores = unit_scores(calibration, "heads", layer)
@@ -113,6 +122,8 @@ def _head_map(calibration: Calibration, layer: int | None, source: tuple[int, in
 def _layer_map(order: torch.Tensor, layers: int, m: int) -> torch.Tensor:
     """Source layer of each of ``m`` target layers, in depth order: the ``m`` most worth keeping, or every layer
     and then copies of the most influential ones (each copy next to its original)."""
+    import torch
+
     if m <= layers:
         return order[:m].sort().values
     extra = order[torch.arange(m - layers) % layers]
@@ -163,6 +174,8 @@ class OrderedStrategy:
     def resize_weights(self, record: Any, target_shape: Sequence[int], transform: Any,
                        params: Mapping[str, Any]) -> torch.Tensor:
         """Target weights from the stored units of one gene (all of them at keep 1: the source's weights)."""
+        import torch
+
         if getattr(transform, "name", None) != "ordered":
             raise InvalidConfigError(f"resize strategy 'ordered' needs an ordered learngene; this one's transform is "
                                      f"'{transform.name}' (use --strategy spectral, select or duplicate)")
@@ -232,6 +245,8 @@ class OrderedStrategy:
                params: Mapping[str, Any]) -> torch.Tensor:
         """The ResizeStrategy protocol on standardized values (no fan-in or layer order is known here): the most
         important units kept or replicated; zoo's pipeline calls :meth:`resize_weights`."""
+        import torch
+
         z = coeffs
         for dim, role in enumerate(axes):
             n, m = int(z.shape[dim]), int(target_shape[dim])
@@ -245,6 +260,8 @@ def _split_inputs(w: torch.Tensor, dim: int, index: torch.Tensor, n: int, noise:
                   gen: torch.Generator) -> torch.Tensor:
     """Divide each replicated input by its number of copies; with ``noise``, add +N / -N to alternate copies
     (HyperCloning): the copies see identical inputs, so the sum, and the function, is unchanged."""
+    import torch
+
     counts = torch.bincount(index.cpu(), minlength=n)[index.cpu()].to(w.dtype).to(w.device)
     view = (-1, *([1] * (w.dim() - dim - 1)))
     w = w / counts.reshape(view)
@@ -272,6 +289,8 @@ def _depth_ranking(calibration: Calibration, rule: str, n: int, m: int) -> torch
     """Source layers from the most to the least worth keeping, by ``rule``: ``first`` (in depth order), ``ends``
     (the last block, then the others in depth order) or ``influence`` (the first and the last, then by block
     influence). Growing always ranks by influence, so the most influential layers are copied."""
+    import torch
+
     if m > n or rule == "influence":
         return depth_order(calibration, n, pin_ends=m <= n)
     if rule == "ends" and n > 1:
@@ -291,6 +310,8 @@ def _writes_residual(record: Any) -> bool:
 def _stack_scale(layers: torch.Tensor, stack: str) -> torch.Tensor:
     """Per target layer, the factor on its writers: copies of a layer (after the first) 0 for ``zero``; every
     member of a repeated layer 1/k for ``half``."""
+    import torch
+
     counts = torch.bincount(layers)[layers].float()
     if stack == "half":
         return 1.0 / counts

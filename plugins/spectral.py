@@ -7,13 +7,14 @@ over layers (each target layer is a distinct blend), never a copy of the same la
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from zoo import hookimpl
 from zoo.genes import resizable
 from zoo.transforms import Transform
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Spectral:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from zoo import hookimpl
 from zoo.adapters import TransformersAdapter
@@ -25,6 +23,9 @@ from zoo.errors import InvalidConfigError
 
 from . import vit_hf, vit_timm
 from .vit_common import ViTSpec, pair
+
+if TYPE_CHECKING:
+    import torch
 
 FORMATS = {"timm": "timm", "hf": "hf", "transformers": "hf"}
 
@@ -39,6 +40,8 @@ class ViTAdapter(TransformersAdapter):
                       "vit-base-hf": "google/vit-base-patch16-224",
                       "deit-base-hf": "facebook/deit-base-distilled-patch16-224"}
     size_options = ("layers", "hidden", "heads", "ffn")
+    lazy_read = False  # to_genome reads through the library's layout
+    streamable = False  # built, and saved, by the library (timm or transformers) the config names
     target_options = {
         "format": "timm or hf: the library the model is written for [default: the source's]",
         "img_size": "input image size, N or [H, W]: the position embeddings are resized over the token grid",

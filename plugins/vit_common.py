@@ -14,12 +14,13 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from zoo.adapters import TransformersAdapter, WeightMap
 from zoo.errors import InvalidConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 H, HEADS, HD, FFN = "hidden", "heads", "head_dim", "ffn"
 LIBRARIES = ("timm", "hf")
@@ -214,6 +215,8 @@ class Layout(TransformersAdapter):
               template: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
         """State-dict entries (``template``'s real names) for the genes this model has, and the genes it has no
         place for."""
+        import torch
+
         spec = self.spec_of(config)
         real = {self.checkpoint_name(k): k for k in template}
         norm = {name: template[key] for name, key in real.items()}

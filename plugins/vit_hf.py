@@ -7,13 +7,14 @@ MLP weights of these classes in memory (``layers.N.attention.q_proj`` for ``enco
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import InvalidConfigError
 
 from .vit_common import Layout, ViTSpec, compact, pair
+
+if TYPE_CHECKING:
+    import torch
 
 L = "encoder.layer.{i}."
 ATTENTION = {
@@ -176,6 +177,8 @@ LAYOUTS = {
 
 
 def create(config: dict[str, Any], genome: dict[str, Any], device: Any = "cpu") -> torch.nn.Module:
+    import torch
+
     import transformers
 
     arch = config["architectures"][0]

@@ -15,14 +15,15 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import InvalidConfigError, SourceNotFoundError
 from zoo.sources import Checkpoint
 
 from .vit_common import Layout, ViTSpec, compact, pair, ratio_for
+
+if TYPE_CHECKING:
+    import torch
 
 MODEL_TYPE = "timm-vit"
 SKIP_INIT = "skip"  # timm's init is wasted (and slow on CPU) when weights are loaded right after
@@ -132,6 +133,8 @@ def config_of(spec: ViTSpec, base: dict[str, Any] | None = None) -> dict[str, An
 
 def model_args(model: torch.nn.Module) -> dict[str, Any]:
     """The structural arguments that rebuild ``model`` (read from the instance, not from its name)."""
+    import torch
+
     pe, block = model.patch_embed, model.blocks[0]
     return {
         "img_size": compact(tuple(pe.img_size)), "patch_size": compact(tuple(pe.patch_size)),
@@ -148,6 +151,8 @@ def model_args(model: torch.nn.Module) -> dict[str, Any]:
 def config_from_model(model: torch.nn.Module, name: str) -> dict[str, Any]:
     """zoo's config for a timm model; refuses ViT variants whose extra parameters or computation the genes do not
     describe."""
+    import torch
+
     from timm.models.vision_transformer import Block, VisionTransformer
 
     if not isinstance(model, VisionTransformer):
@@ -174,6 +179,8 @@ LAYOUT = Layout("timm", LAYOUT_KEYS.items(), "pos_embed", spec_of=spec_of)
 # -- building, saving, loading -----------------------------------------------------------------------------------
 def create(config: dict[str, Any], device: Any = "cpu") -> torch.nn.Module:
     """The model, without timm's weight init (slow on CPU, and the genes overwrite it): call :func:`init_fresh`."""
+    import torch
+
     timm = require_timm("building a timm model")
     with torch.device(device):
         return timm.create_model(config["architecture"], pretrained=False, weight_init=SKIP_INIT,
@@ -218,6 +225,8 @@ def _jsonable(value: Any) -> bool:
 
 def default_args(name: str) -> dict[str, Any]:
     """The arguments ``timm.create_model(name)`` builds with (on the meta device: no memory, no init)."""
+    import torch
+
     timm = require_timm("timm models")
     with torch.device("meta"):
         return model_args(timm.create_model(name, pretrained=False))

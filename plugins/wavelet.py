@@ -14,13 +14,14 @@ the intermediate tensor never holds the larger size on more axes than it must.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from zoo import InvalidConfigError, hookimpl
 from zoo.genes import resizable
 from zoo.transforms import Transform
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Wavelet:

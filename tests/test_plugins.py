@@ -139,6 +139,25 @@ def test_duplicate_names_are_an_error_naming_both_plugins():
     assert zoo.catalog().architectures["bert"].plugin == "bert"
 
 
+@pytest.mark.parametrize("claim, other, what", [
+    ({"model_types": ("bert",)}, "bert", "model_type 'bert'"),
+    ({"arch_aliases": ("gpt",)}, "gpt2", "architecture name or alias 'gpt'"),
+    ({"source_aliases": {"bert-base": "someone/else"}}, "bert", "source alias 'bert-base'"),
+])
+def test_adapters_may_not_share_model_types_or_aliases(claim, other, what):
+    """Which adapter reads a checkpoint, or answers to an alias, never depends on the order plugins load in."""
+    from zoo_plugins.bert import BertAdapter
+
+    impostor = type("Impostor", (BertAdapter,), {"name": "impostor", "model_types": ("impostor",),
+                                                  "arch_aliases": (), "source_aliases": {}, **claim})
+    before = dict(zoo.catalog().architectures)
+    with pytest.raises(zoo.DuplicateNameError) as raised:
+        zoo.register_plugin(make_plugin(impostor()), name="overlapping")
+    assert str(raised.value) == (f"architecture 'impostor' from plugin 'overlapping' and architecture '{other}' from "
+                                 f"plugin '{other}' both claim {what}; each must belong to one architecture")
+    assert zoo.catalog().architectures.keys() == before.keys()  # rejected whole
+
+
 def test_explicit_replace_overrides():
     from zoo_plugins.bert import BertAdapter
 
@@ -185,3 +204,23 @@ def test_disable_plugins_env(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     assert '"gpt2"' not in result.stdout and '"bert"' in result.stdout
+
+
+def test_builtins_are_listed_once():
+    """zoo.plugins.BUILTIN_PLUGINS is the one list: it names every module of plugins/ that implements a hook, and
+    pyproject.toml does not list them again as entry points."""
+    import ast
+    import tomllib
+
+    from zoo.plugins import BUILTIN_PLUGINS
+
+    root = Path(__file__).resolve().parents[1]
+    with_hooks = set()
+    for path in (root / "plugins").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        if any("hookimpl" in ast.unparse(d) for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+               for d in node.decorator_list):
+            with_hooks.add(f"zoo_plugins.{path.stem}")
+    assert with_hooks and set(BUILTIN_PLUGINS) == with_hooks
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"].get("entry-points", {}).get("zoo", {})
+    assert not [value for value in declared.values() if value.startswith("zoo_plugins.")]

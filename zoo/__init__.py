@@ -3,12 +3,18 @@
     >>> import zoo
     >>> zoo.add_learngene("path/to/bert-folder")              # doctest: +SKIP
     >>> model = zoo.materialize("bert", layers=4, hidden=256)  # doctest: +SKIP
+
+The API functions are imported on first use (PEP 562), so ``import zoo`` and ``from zoo import hookimpl``, which
+every plugin does, load neither the registry nor the pipeline.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .hookspecs import hookimpl  # noqa: E402  (first: plugins import it)
-from .errors import (  # noqa: E402
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .errors import (
     DuplicateNameError,
     InvalidConfigError,
     RegistryError,
@@ -16,16 +22,27 @@ from .errors import (  # noqa: E402
     UnknownNameError,
     ZooError,
 )
-from .api import (  # noqa: E402
-    add_learngene,
-    list_learngenes,
-    materialize,
-    materialize_to_disk,
-    remove_learngene,
-    show_learngene,
-)
-from .plugins import catalog, register_plugin, unregister_plugin  # noqa: E402
-from .registry import open_registry  # noqa: E402
+from .hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from .api import (add_learngene, list_learngenes, materialize, materialize_to_disk, remove_learngene,
+                      show_learngene)
+    from .plugins import catalog, register_plugin, unregister_plugin
+    from .registry import open_registry
+
+# public name -> the module that defines it
+_LAZY = {
+    "add_learngene": "zoo.api",
+    "list_learngenes": "zoo.api",
+    "materialize": "zoo.api",
+    "materialize_to_disk": "zoo.api",
+    "remove_learngene": "zoo.api",
+    "show_learngene": "zoo.api",
+    "catalog": "zoo.plugins",
+    "register_plugin": "zoo.plugins",
+    "unregister_plugin": "zoo.plugins",
+    "open_registry": "zoo.registry",
+}
 
 __all__ = [
     "DuplicateNameError", "InvalidConfigError", "RegistryError", "SourceNotFoundError", "UnknownNameError", "ZooError",
@@ -33,3 +50,21 @@ __all__ = [
     "open_registry",
     "register_plugin", "remove_learngene", "show_learngene", "unregister_plugin",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    try:  # a submodule: `import zoo; zoo.api` works as it did when this package imported everything
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module '{__name__}' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -12,14 +12,14 @@ import copy
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from . import assemble
 from .errors import InvalidConfigError
-from .genes import DEPTH, TABLE_ROLES, Gene, Genome, shape_for
-from .pipeline import GeneGroup
+from .genes import DEPTH, TABLE_ROLES, Gene, GeneGroup, Genome, shape_for
+
+if TYPE_CHECKING:
+    import torch
 
 # CLI/API size options and the role each one sets.
 SIZE_OPTIONS: dict[str, str] = {
@@ -37,6 +37,18 @@ DEFAULT_MAX_PARAMS = 20_000_000_000
 
 @runtime_checkable
 class ArchitectureAdapter(Protocol):
+    """What zoo calls on an architecture adapter; :class:`TransformersAdapter` implements all of it.
+
+    Optional members, used when present: ``target_options`` (name -> help) with ``apply_options(config, options)
+    -> config`` (``--set KEY=VALUE``), ``load_code(config, out_dir) -> str`` (how to load what ``save`` wrote,
+    when it is not ``from_pretrained``) and ``depth_calibrated_genes`` (:mod:`zoo.calibrate`).
+
+    Declared capabilities (off when absent): ``lazy_read``: extraction calls ``gene_groups(state, config)``
+    instead of ``to_genome``; ``streamable``: models are built by ``build_from`` and written to disk through the
+    weight maps (``weights``, ``template_key``, ``model_class``, ``hf_config``) instead of by ``build`` and
+    ``save``.
+    """
+
     name: str
     description: str
     arch_aliases: tuple[str, ...]
@@ -46,6 +58,7 @@ class ArchitectureAdapter(Protocol):
 
     def sizes(self, config: Mapping[str, Any]) -> dict[str, int]: ...
     def target_config(self, config: Mapping[str, Any], **sizes: int | None) -> dict[str, Any]: ...
+    def parameter_count(self, config: Mapping[str, Any]) -> int: ...
     def to_genome(self, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Genome: ...
     def build(self, config: Mapping[str, Any], genome: Genome, device: Any = "cpu") -> torch.nn.Module: ...
     def save(self, model: torch.nn.Module, out_dir: Any) -> None: ...
@@ -91,6 +104,8 @@ class _Held:
 
 def _whole_genes(genes: Iterable[tuple[str, int | None, torch.Tensor]]) -> dict[str, _Held]:
     """Stream items (whole genes or single layers) collected into whole genes."""
+    import torch
+
     layers: dict[str, dict[int, torch.Tensor]] = defaultdict(dict)
     whole: dict[str, _Held] = {}
     for name, layer, tensor in genes:
@@ -128,6 +143,11 @@ class TransformersAdapter:
     weights: ClassVar[tuple[WeightMap, ...]] = ()
     default_architecture: ClassVar[str] = ""
     size_options: ClassVar[tuple[str, ...]] = ("layers", "hidden", "heads", "ffn")
+    # Declared capabilities: zoo relies on the generic methods below when these are set. A family that overrides
+    # ``to_genome`` sets ``lazy_read = False``; one that overrides ``build``, ``from_genome`` or ``save`` sets
+    # ``streamable = False``.
+    lazy_read: ClassVar[bool] = True  # extraction reads the checkpoint through gene_groups, a tensor at a time
+    streamable: ClassVar[bool] = True  # models are built gene by gene (build_from), to disk straight into files
 
     # -- sizes and configs -------------------------------------------------------------------------------------
     def sizes(self, config: Mapping[str, Any]) -> dict[str, int]:
@@ -258,6 +278,8 @@ class TransformersAdapter:
             yield GeneGroup(genes, depth if per_layer else None, layers)
 
     def to_genome(self, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Genome:
+        import torch
+
         genome: Genome = {}
         for group in self.gene_groups(state_dict, config):
             layers = [read() for read in group.layers()]
@@ -269,13 +291,16 @@ class TransformersAdapter:
 
     def from_genome(self, genome: Genome, config: Mapping[str, Any], template: Mapping[str, torch.Tensor]) -> dict:
         """State-dict entries (keys as in ``template``) for every gene; fused parts are concatenated."""
+        import torch
+
         placements = assemble.plan(self, config, template, genome)
         dtypes = {place.key: genome[name].tensor.dtype for name, places in placements.items() for place in places}
         out = {key: torch.empty(template[key].shape, dtype=dtype) for key, dtype in dtypes.items()}
         assemble.fill(out, placements, ((name, None, gene.tensor) for name, gene in genome.items()))
         return out
 
-    def _template_key(self, key: str, template: Mapping[str, Any]) -> str:
+    def template_key(self, key: str, template: Mapping[str, Any]) -> str:
+        """The key of ``template`` (a model's state dict) that holds checkpoint key ``key`` (prefixes restored)."""
         if key in template:
             return key
         for prefix in self.key_prefixes:
@@ -317,10 +342,12 @@ class TransformersAdapter:
                    genes: Iterable[tuple[str, int | None, torch.Tensor]], device: Any = "cpu") -> torch.nn.Module:
         """:meth:`build` from genes, or single layers of genes, that arrive one at a time (``(name, layer,
         tensor)`` as :func:`zoo.pipeline.materialize_stream` yields them; each is copied in, then may be dropped)."""
+        import torch
+
         model = assemble.construct(self, config, device)
         params = model.state_dict(keep_vars=True)
-        if type(self).from_genome is not TransformersAdapter.from_genome:
-            # a family with its own layout logic: honour it (it needs every gene at once)
+        if not self.streamable:
+            # a family that is not streamable may have its own layout logic (from_genome): it needs every gene at once
             values = self.from_genome(_whole_genes(genes), config, {k: v.detach() for k, v in params.items()})
             for key, value in values.items():
                 if params[key].shape != value.shape:

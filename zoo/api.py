@@ -2,34 +2,38 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shlex
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from . import __version__
+from . import assemble, card, outputs
+from ._version import __version__
 from .adapters import DEFAULT_MAX_PARAMS
 from .calibrate import depth_calibrated
-from .calibration import DEFAULT_SAMPLES, calibrate as run_calibration, genome_of
-from .genes import DEPTH, shape_for
-from .importance import Calibration, ordered_groups
 from .errors import InvalidConfigError, UnknownNameError, ZooError
-from .genes import resizable
-from . import assemble
+from .genes import DEPTH, resizable, shape_for
+from .importance import DEFAULT_SAMPLES, Calibration, ordered_groups
 from .pipeline import (STATS_RULES, STORAGE_DTYPES, extract_groups, gene_groups, kept_size,
                        materialize as materialize_genes, materialize_stream, parse_keep)
 from .plugins import catalog, pm
-from .registry import LearngeneInfo, Registry, open_registry
-from .registry.store import now
-from .sources import resolve
+from .registry import LearngeneInfo
+from .registry.util import now
+from .sources import HUB_ID, resolve
+
+if TYPE_CHECKING:
+    import torch
+
+    from .registry import Registry
 
 DEFAULT_KEEP = 1.0  # the ablations in docs/ablations.md: keep 1 trains best; lower it to store less
 DEFAULT_TRANSFORM = "ordered"  # docs/results.md: it trains fastest on every family
@@ -45,6 +49,8 @@ USER_FILES = ("README.md", ".gitattributes")  # a user's own card and Hub repo f
 @contextmanager
 def registry_session(registry: Registry | str | os.PathLike[str] | None, create: bool = False) -> Iterator[Registry]:
     """The given registry, or one opened (and closed again) from a location."""
+    from .registry.store import Registry, open_registry  # SQLAlchemy: only commands that open a registry load it
+
     if isinstance(registry, Registry):
         yield registry
         return
@@ -64,6 +70,8 @@ def check_name(name: str) -> str:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    import torch
+
     text = str(device or "auto")
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -173,6 +181,10 @@ def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: An
                                      f"drop depth from --keep")
         if keep_ratios["*"] != 1.0:  # a plain ratio ranks the width axes; every layer is kept
             keep_ratios = {**keep_ratios, DEPTH: 1.0}
+        import torch
+
+        from .calibration import calibrate as run_calibration, genome_of  # runs the model: torch, transformers
+
         with torch.no_grad():
             calibration = run_calibration(adapter, checkpoint, genome_of(groups), calibrate[0], calibrate[1],
                                           device=device)
@@ -290,6 +302,8 @@ def pick_learngene(reg: Registry, arch: str | None, name: str | None) -> tuple[L
 
 
 def _check_memory(params: int, device: torch.device) -> None:
+    import torch
+
     need = params * 4
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
@@ -310,8 +324,6 @@ def _check_memory(params: int, device: torch.device) -> None:
 
 
 def _check_disk(params: int, out_dir: Path | None) -> None:
-    import shutil
-
     need = params * 4
     folder = out_dir
     while folder is not None and not folder.exists() and folder != folder.parent:
@@ -487,7 +499,6 @@ def add_default_learngene(reg: Registry, arch: str, notify: Any, progress: bool 
 
     The source is looked up before anything is said or written: with no network and no cached copy this is one
     line naming what the registry has instead."""
-    from .sources import HUB_ID
 
     adapter = catalog().architecture(arch)
     source = default_source(adapter)
@@ -528,8 +539,6 @@ def default_out(job: _Job) -> str:
 
 def learngene_sha256(reg: Registry, name: str) -> str:
     """A content hash of a learngene: sha256 over its genes' names and sha256s, in stored order."""
-    import hashlib
-
     genes = reg.get(name, detail=True).gene_summary
     return hashlib.sha256("".join(f"{g['name']}\t{g['sha256']}\n" for g in genes).encode()).hexdigest()
 
@@ -538,7 +547,6 @@ def provenance(reg: Registry, job: _Job, requested: dict[str, int | None], optio
                seed: int | None, dtype: str, argv: list[str] | None = None) -> dict[str, Any]:
     """What ``zoo.json`` needs to rebuild the model: ``rebuild`` holds :func:`materialize_to_disk`'s arguments
     (``materialize_to_disk(out, **rebuild)``), ``command`` the same as a ``zoo materialize`` line."""
-    import shlex
 
     sizes = {k: v for k, v in requested.items() if v is not None}
     rebuild = {"learngene": job.info.name, **sizes, "strategy": getattr(job.strategy, "name", None),
@@ -566,7 +574,6 @@ def provenance(reg: Registry, job: _Job, requested: dict[str, int | None], optio
 
 def _dry_run(job: _Job, made: dict[str, Any], dtype: str) -> dict[str, Any]:
     """The plan of a materialization: what it would build and write, from the layout on ``meta`` (no memory)."""
-    from .genes import shape_for
 
     genes = [{"name": name, "axes": list(r.axes), "source_shape": list(r.source_shape),
               "target_shape": list(shape_for(r.axes, job.sizes))} for name, r in job.records.items()]
@@ -669,6 +676,8 @@ def _progress_bar(job: _Job, enabled: bool) -> Any:
 
 
 def _build(job: _Job, progress: bool) -> torch.nn.Module:
+    import torch
+
     with torch.no_grad():
         if assemble.streamable(job.adapter):
             with _progress_bar(job, progress) as bar:
@@ -764,8 +773,6 @@ def _user_files(folder: Path) -> dict[str, bytes]:
         record = json.loads((folder / "zoo.json").read_text())
     except (OSError, ValueError):
         record = {}
-    import hashlib
-
     ours = record.get("written_sha256", {}) if isinstance(record, dict) else {}
     kept = {}
     for name in USER_FILES:
@@ -804,11 +811,6 @@ def _umask() -> int:
 def _write_folder(out_dir: Path, write: Any, assets: dict[str, bytes], report: dict) -> None:
     """Write the folder beside ``out_dir`` and move it in place: the weights (``write``), the source's files
     fitted to the target (zoo.outputs), the model card, then ``zoo.json`` listing what zoo wrote."""
-    import hashlib
-    import shutil
-
-    from . import card, outputs
-
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:

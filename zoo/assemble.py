@@ -7,18 +7,21 @@ to disk holds one gene group (fused q, k, v) plus the rows being assembled, neve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidConfigError
 from .genes import DEPTH, shape_for
+from .safetensors_io import SafetensorsWriter
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_SHARD_BYTES = 5 * 2**30  # transformers' long-time default max_shard_size ("5GB")
 
@@ -36,8 +39,6 @@ class Placement:
 
 
 def _no_init() -> Any:
-    import contextlib
-
     try:  # transformers >= 5
         from transformers.initialization import no_init_weights
     except ImportError:
@@ -51,6 +52,8 @@ def _no_init() -> Any:
 def construct(adapter: Any, config: Mapping[str, Any], device: Any) -> torch.nn.Module:
     """The family's model for ``config`` with parameters allocated but not initialized (on ``meta``: not even
     allocated, which is all a layout needs)."""
+    import torch
+
     cls = adapter.model_class(config)
     with torch.device(device), _no_init():
         model = cls(adapter.hf_config(config))
@@ -71,7 +74,7 @@ def plan(adapter: Any, config: Mapping[str, Any], params: Mapping[str, torch.Ten
             pieces[wm.key.format(i=i)].append((wm.part[0], wm.gene, i, wm))
     out: dict[str, list[Placement]] = defaultdict(list)
     for key, parts in pieces.items():
-        full_key = adapter._template_key(key, params)
+        full_key = adapter.template_key(key, params)
         target = params[full_key]
         parts.sort(key=lambda p: p[0])
         transposed = parts[0][3].transposed and target.dim() == 2
@@ -196,6 +199,8 @@ def fill(params: Mapping[str, torch.Tensor], placements: Mapping[str, list[Place
          genes: Iterable[tuple[str, int | None, torch.Tensor]]) -> None:
     """Copy each gene (or gene layer: see :func:`zoo.pipeline.materialize_stream`) into ``params`` (a model's
     ``state_dict(keep_vars=True)``, or any tensors keyed like it) as it arrives."""
+    import torch
+
     index = _by_layer(placements)
     with torch.no_grad():
         for name, layer, tensor in genes:
@@ -212,12 +217,15 @@ def saved_names(params: Mapping[str, torch.Tensor]) -> dict[str, str]:
 
 
 def write_pretrained(model: torch.nn.Module, placements: Mapping[str, list[Placement]],
-                     genes: Iterable[tuple[str, int | None, torch.Tensor]], out_dir: Path, dtype: torch.dtype = torch.float32,
+                     genes: Iterable[tuple[str, int | None, torch.Tensor]], out_dir: Path, dtype: torch.dtype | None = None,
                      shard_bytes: int = DEFAULT_SHARD_BYTES,
                      progress: Callable[[str], None] | None = None) -> list[str]:
     """Write ``model`` (a ``meta`` layout whose fresh parameters are real) as a ``from_pretrained`` folder, taking
-    genes as they arrive. Returns the files written. Sharded like ``save_pretrained`` above ``shard_bytes``."""
-    from .safetensors_io import SafetensorsWriter
+    genes as they arrive. Returns the files written. Sharded like ``save_pretrained`` above ``shard_bytes``.
+    ``dtype``: of the floating-point weights written (None: float32)."""
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
 
     params = model.state_dict(keep_vars=True)
     canonical = saved_names(params)  # a tied duplicate is written under its saved name
@@ -294,12 +302,10 @@ def write_pretrained(model: torch.nn.Module, placements: Mapping[str, list[Place
 
 
 def streamable(adapter: Any) -> bool:
-    """Adapters described by weight maps alone (no custom build, layout or save) can be built gene by gene."""
-    from .adapters import TransformersAdapter
-
-    cls = type(adapter)
-    return isinstance(adapter, TransformersAdapter) and all(
-        getattr(cls, attr) is getattr(TransformersAdapter, attr) for attr in ("build", "from_genome", "save"))
+    """Whether ``adapter`` declares that its models can be built gene by gene from its weight maps (its
+    ``streamable`` capability: ``weights``, ``sizes``, ``model_class``, ``hf_config``, ``template_key`` and
+    ``build_from``, as :class:`zoo.adapters.TransformersAdapter` has them)."""
+    return bool(getattr(adapter, "streamable", False))
 
 
 __all__ = ["Placement", "construct", "fill", "init_fresh", "plan", "saved_names", "streamable", "uncovered",

@@ -22,6 +22,7 @@ of one gene layer), so any adapter that can build its source model is covered, w
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,10 +33,8 @@ import torch
 
 from .errors import InvalidConfigError
 from .genes import DEPTH, Gene, Genome
-from .importance import Calibration
+from .importance import DEFAULT_SAMPLES, Calibration
 
-# Default calibration size: orders stop changing well before this (docs/ablations.md measures it).
-DEFAULT_SAMPLES = 64
 TEXT_TOKENS = 128  # tokens per calibration sequence
 IMAGE_SIZE = 224
 HELD_OUT_EVERY = 5  # bench/_data.py holds out every 5th pydoc topic: calibration never reads those
@@ -80,8 +79,6 @@ def _has_tokenizer(checkpoint: Any) -> bool:
 
 def text_batches(checkpoint: Any, text: str, samples: int, tokens: int = TEXT_TOKENS) -> list[torch.Tensor]:
     """``samples`` sequences of ``tokens`` token ids, spread evenly over ``text``, in batches of 8."""
-    import tempfile
-
     from transformers import AutoTokenizer
 
     if not _has_tokenizer(checkpoint):

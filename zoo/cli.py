@@ -12,10 +12,14 @@ import traceback
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from . import api
-from .errors import ZooError
-from .refine_train import DEFAULT_LAMBDA, DEFAULT_REFINE_KEEP
+from .api import registry_session
+from .errors import UnknownNameError, ZooError
+from .plugins import catalog, load_errors, load_plugins, plugin_sources, pm
+from .refine_train import DEFAULT_LAMBDA, DEFAULT_REFINE_KEEP, refine_learngene
+from .share import artifact_folder, export_learngene, find_artifact, import_learngene
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -71,7 +75,6 @@ def _verbose(ctx: click.Context) -> bool:
 def _global_registry(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """``zoo --registry X learngene list`` and ``zoo learngene list --registry X`` both work; the command's own
     option wins, then the global one, then $ZOO_REGISTRY."""
-    from click.core import ParameterSource
 
     given = ctx.find_root().params.get("registry")
     if given and ctx.get_parameter_source(param.name) in (ParameterSource.ENVIRONMENT, ParameterSource.DEFAULT, None):
@@ -147,7 +150,6 @@ def learngene_add(source: str, transform: str, keep: str, name: str | None, dtyp
     a short alias (bert-base). A folder or hub repository written by `zoo learngene export` is imported as it is
     (`zoo learngene import`).
     """
-    from .share import artifact_folder
 
     if artifact_folder(source) is not None:  # an exported learngene (folder or ORG/REPO): imported as it is
         ctx = click.get_current_context()
@@ -208,8 +210,6 @@ def _keep(keep: dict[str, float]) -> str:
 
 
 def _sizes(info: Any) -> str:
-    from .plugins import catalog
-
     try:
         sizes = catalog().architecture(info.family).sizes(info.source_config)
     except ZooError:
@@ -305,7 +305,6 @@ def learngene_export(name: str, path: str, registry: str | None) -> None:
     """Write learngene NAME as a folder at PATH to share: safetensors genes, JSON metadata and lineage, assets, a
     model card and a sha256 manifest. The folder is a Hugging Face Hub repository as it is:
     `hf upload ORG/REPO PATH .`; others get it with `zoo learngene import ORG/REPO`."""
-    from .share import export_learngene
 
     done = export_learngene(name, path, registry=registry)
     click.echo(f"exported learngene '{done.name}' ({done.genes} genes, {done.nbytes / 2**20:.1f} MiB, content sha256 "
@@ -324,8 +323,6 @@ def learngene_import(source: str, name: str | None, no_parent: bool, check: bool
     cache; HF_HUB_OFFLINE=1 uses only the cache). Every file is checked (size, sha256, safetensors header) before
     anything is stored; only JSON and safetensors are read. Importing one already there is a no-op."""
     if check:
-        from .share import find_artifact
-
         art = find_artifact(source)
         click.echo(f"{source}: learngene '{art.meta['name']}' ({art.meta['family']}, {len(art.genes)} genes, "
                    f"{sum(g['nbytes'] for g in art.genes) / 2**20:.1f} MiB, content sha256 "
@@ -335,8 +332,6 @@ def learngene_import(source: str, name: str | None, no_parent: bool, check: bool
 
 
 def _import(source: str, name: str | None, registry: str | None, link_parent: bool) -> None:
-    from .share import import_learngene
-
     done = import_learngene(source, registry=registry, name=name, link_parent=link_parent)
     info = done.info
     if not done.imported:
@@ -440,7 +435,6 @@ LIKE_PARAMS = {"learngene": "learngene_name", "layers": "layers", "hidden": "hid
 
 def _like(path: str, chosen: dict[str, Any]) -> dict[str, Any]:
     """``chosen`` with what a zoo.json's ``rebuild`` records, except options typed on this command line."""
-    from click.core import ParameterSource
 
     file = os.path.join(path, "zoo.json") if os.path.isdir(path) else path
     if not os.path.exists(file):
@@ -542,8 +536,6 @@ def refine_cmd(source: str, data: str, steps: int, lam: float | None, transform:
     Tasks: masked LM (BERT), causal LM (GPT-2, Llama), classification (ViT). Ctrl-C during training leaves the
     registry unchanged.
     """
-    from .refine_train import refine_learngene
-
     try:
         refined, parent_info = refine_learngene(
             source, data=data, steps=steps, lam=DEFAULT_LAMBDA if lam is None else lam, transform=transform,
@@ -566,11 +558,9 @@ def refine_cmd(source: str, data: str, steps: int, lam: float | None, transform:
 def plugins_cmd(as_json: bool) -> None:
     """List loaded plugins: where each comes from, its hooks, what it registers, and plugins that failed to load.
 
-    SOURCE is the distribution ("name version"), "builtin" (a source tree never installed) or "runtime"
+    SOURCE is the distribution ("name version"), "builtin" (one of zoo's own) or "runtime"
     (zoo.register_plugin). ZOO_LOAD_PLUGINS / ZOO_DISABLE_PLUGINS (comma-separated names) control loading.
     """
-    from .plugins import catalog, load_errors, plugin_sources, pm
-
     cat = catalog()
     kinds = ("architectures", "transforms", "resize_strategies")
     rows: dict[str, dict[str, Any]] = {}
@@ -620,7 +610,6 @@ def db_upgrade(registry: str | None) -> None:
 @registry_option
 def db_vacuum(registry: str | None) -> None:
     """Give back the space of removed learngenes (SQLite keeps freed pages in the file until then)."""
-    from .api import registry_session
 
     with registry_session(registry) as reg:
         before, after = reg.vacuum()
@@ -664,7 +653,6 @@ def verify_cmd(names: tuple[str, ...], as_json: bool, registry: str | None) -> N
 
 def _known(reg: Any, names: tuple[str, ...]) -> None:
     """A name that is not in the registry is a typo, not damage: one line naming the learngenes there are."""
-    from .errors import UnknownNameError
 
     if not names:
         return
@@ -678,8 +666,6 @@ def _known(reg: Any, names: tuple[str, ...]) -> None:
 
 
 def _register_plugin_commands() -> None:
-    from .plugins import load_plugins, pm
-
     try:
         load_plugins()
         pm.hook.register_commands(cli=cli)

@@ -7,10 +7,12 @@ roles, never model names: that is what lets one DCT serve BERT, GPT-2 and anythi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 DEPTH = "depth"
 # Axes whose size is a property of the tokenizer or of the data, not of the model's capacity: never resized.
@@ -43,6 +45,71 @@ class Gene:
 
 
 Genome = dict[str, Gene]
+
+
+@dataclass
+class GeneRecord:
+    """One gene of a learngene: its coefficient block and the statistics materialization restores."""
+
+    name: str
+    axes: tuple[str, ...]
+    source_shape: tuple[int, ...]
+    coeffs: torch.Tensor
+    mean: torch.Tensor  # per layer for stacked genes, else a scalar
+    std: torch.Tensor
+    fan_in: int = 0  # trailing axes that are inputs (see zoo.genes.Gene)
+
+    @property
+    def stacked(self) -> bool:
+        return bool(self.axes) and self.axes[0] == DEPTH
+
+    def loaded(self) -> GeneRecord:
+        """This record with its tensors in memory (a record from ``Registry.genes(lazy=True)`` reads them now)."""
+        return self
+
+
+class LazyGeneRecord(GeneRecord):
+    """A stored gene's metadata, whose tensors are read from the registry only by :meth:`loaded`, each time:
+    a caller streaming a big learngene holds one gene's tensors at a time, never all of them."""
+
+    def __init__(self, name: str, axes: tuple[str, ...], source_shape: tuple[int, ...], fan_in: int,
+                 load: Any):
+        self.name, self.axes, self.source_shape, self.fan_in = name, axes, source_shape, fan_in
+        self._load = load
+
+    def loaded(self) -> GeneRecord:
+        return self._load()
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr in ("coeffs", "mean", "std"):  # a caller that does not stream: read it (not cached)
+            return getattr(self._load(), attr)
+        raise AttributeError(attr)
+
+
+@dataclass
+class GeneGroup:
+    """Genes read together, one layer at a time: fused parameters (GPT-2's ``c_attn`` holds q, k and v) are read
+    once per layer for all the genes they hold. ``genes`` are (name, axes, fan_in); ``layers()`` yields, per layer
+    (once for unstacked genes), a function that reads that layer: a mapping of gene name -> tensor. Reading is
+    deferred so that layers can be read and transformed in parallel."""
+
+    genes: list[tuple[str, tuple[str, ...], int]]
+    depth: int | None  # layers of stacked genes; None for unstacked ones
+    layers: Callable[[], Iterator[Callable[[], Mapping[str, torch.Tensor]]]]
+
+    @property
+    def stacked(self) -> bool:
+        return self.depth is not None
+
+
+def genome_groups(genome: Genome) -> Iterator[GeneGroup]:
+    """One group per gene of an in-memory genome (the layers are views of its tensors)."""
+    for gene in genome.values():
+        def layers(gene: Gene = gene) -> Iterator[Callable[[], Mapping[str, torch.Tensor]]]:
+            for layer in gene.tensor.unbind(0) if gene.stacked else [gene.tensor]:
+                yield lambda layer=layer: {gene.name: layer}
+        yield GeneGroup([(gene.name, gene.axes, gene.fan_in)], gene.tensor.shape[0] if gene.stacked else None,
+                        layers)
 
 
 def shape_for(axes: tuple[str, ...], sizes: Mapping[str, int]) -> tuple[int, ...]:

@@ -17,7 +17,11 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from .genes import GeneGroup
+
 META_KEY = "zoo.calibration"
+# Default calibration size: orders stop changing well before this (docs/ablations.md measures it).
+DEFAULT_SAMPLES = 64
 
 
 @dataclass
@@ -148,8 +152,6 @@ def ordered_groups(groups: Any, calibration: Calibration, kept: Any) -> Any:
     """Gene groups whose layers are read with only their most important units (``kept(role, n)``: how many of
     ``n`` units of ``role`` a learngene stores): what an ordered learngene at keep < 1 stores. The same units are
     kept for every reader and writer of an axis, so what is stored is a consistent sub-network."""
-    from .pipeline import GeneGroup
-
     for group in groups:
         def layers(group: Any = group) -> Any:
             axes = {name: (axes[1:] if group.stacked else axes) for name, axes, _ in group.genes}

@@ -8,21 +8,23 @@ reuses one layer's statistics for every extra layer.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
-
+from .dtypes import DtypeTable
 from .errors import InvalidConfigError
-from .genes import DEPTH, Gene, Genome, fan_in_size, resizable, shape_for
-from .registry.entities import GeneRecord
+from .genes import DEPTH, Gene, GeneGroup, GeneRecord, Genome, fan_in_size, genome_groups, resizable, shape_for
 from .transforms import ResizeStrategy, Transform
+
+if TYPE_CHECKING:
+    import torch
 
 EPS = 1e-12
 T = TypeVar("T")
@@ -36,7 +38,7 @@ CHUNK_ELEMENTS = 1 << 23
 # sqrt(source fan-in / target fan-in) so activations keep their variance when input widths change. none: the
 # resized standardized weights are mapped back with the source statistics as they are.
 STATS_RULES = ("restore", "fan_in", "none")
-STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+STORAGE_DTYPES = DtypeTable({"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"})
 
 
 def parse_keep(keep: float | str | Mapping[str, float] | None) -> dict[str, float]:
@@ -72,42 +74,15 @@ def kept_size(n: int, role: str, keep: Mapping[str, float]) -> int:
     return max(1, min(n, math.ceil(n * ratio - 1e-9)))
 
 
-def _expand(stat: torch.Tensor, x: torch.Tensor, stacked: bool) -> torch.Tensor:
+def broadcast_stat(stat: torch.Tensor, x: torch.Tensor, stacked: bool) -> torch.Tensor:
+    """A per-layer statistic (stacked genes) shaped to broadcast over ``x``; a scalar one as it is."""
     return stat.reshape(-1, *([1] * (x.dim() - 1))) if stacked else stat
 
 
-@dataclass
-class GeneGroup:
-    """Genes read together, one layer at a time: fused parameters (GPT-2's ``c_attn`` holds q, k and v) are read
-    once per layer for all the genes they hold. ``genes`` are (name, axes, fan_in); ``layers()`` yields, per layer
-    (once for unstacked genes), a function that reads that layer: a mapping of gene name -> tensor. Reading is
-    deferred so that layers can be read and transformed in parallel."""
-
-    genes: list[tuple[str, tuple[str, ...], int]]
-    depth: int | None  # layers of stacked genes; None for unstacked ones
-    layers: Callable[[], Iterator[Callable[[], Mapping[str, torch.Tensor]]]]
-
-    @property
-    def stacked(self) -> bool:
-        return self.depth is not None
-
-
-def genome_groups(genome: Genome) -> Iterator[GeneGroup]:
-    """One group per gene of an in-memory genome (the layers are views of its tensors)."""
-    for gene in genome.values():
-        def layers(gene: Gene = gene) -> Iterator[Callable[[], Mapping[str, torch.Tensor]]]:
-            for layer in gene.tensor.unbind(0) if gene.stacked else [gene.tensor]:
-                yield lambda layer=layer: {gene.name: layer}
-        yield GeneGroup([(gene.name, gene.axes, gene.fan_in)], gene.tensor.shape[0] if gene.stacked else None,
-                        layers)
-
-
 def gene_groups(adapter: Any, state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Iterator[GeneGroup]:
-    """An adapter's genes as groups: lazily (each tensor read when extracted) if the adapter can, else from
-    ``to_genome`` over the whole state dict."""
-    from .adapters import TransformersAdapter
-
-    if isinstance(adapter, TransformersAdapter) and type(adapter).to_genome is TransformersAdapter.to_genome:
+    """An adapter's genes as groups: lazily (each tensor read when extracted) if the adapter declares it can (its
+    ``lazy_read`` capability: a ``gene_groups`` method), else from ``to_genome`` over the whole state dict."""
+    if getattr(adapter, "lazy_read", False):
         return adapter.gene_groups(state, config)
     return genome_groups(adapter.to_genome(state if isinstance(state, dict) else dict(state), config))
 
@@ -120,6 +95,8 @@ def _standardize_and_analyze(x: torch.Tensor, axes: tuple[str, ...], transform: 
     The z-score is applied to the kept block, not to the layer: transforms are linear, so
     ``analyze((x - mean) / std) == (analyze(x) - mean * analyze(ones)) / std``. That saves two passes over the
     full layer, and the source tensor is never written to."""
+    import torch
+
     x = x.detach()
     x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
     std, mean = _layer_std_mean(x)
@@ -163,6 +140,8 @@ def _constant_response(transform: Transform, shape: torch.Size, dims: list[int],
                        params: Mapping[str, Any]) -> torch.Tensor:
     """The kept block of ``analyze`` applied to all-ones of ``shape`` (size 1 along untransformed axes, where a
     constant stays constant): the outer product of each transformed axis's response to a constant signal."""
+    import torch
+
     response = torch.ones([1] * len(shape), dtype=torch.float64)
     for d in dims:
         axis = transform.analyze(torch.ones(shape[d], dtype=torch.float64), 0, kept[d], **params)
@@ -178,9 +157,11 @@ def _layer_std_mean(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     than a plain sum on a CPU): the mean, and the sum of squares accumulated in float64 from float32 partial norms
     (one float32 norm over 10M values loses ~1e-4 of relative accuracy). When the mean dominates the spread,
     ``E[x^2] - mean^2`` would cancel, and the exact two-pass kernel runs instead."""
+    import torch
+
     n = x.numel()
     if n < 64 * PARTIAL_NORM:
-        return _std_mean(x, False)
+        return std_mean(x, False)
     if x.is_contiguous():
         flat = x.view(-1)
         body = n - n % PARTIAL_NORM
@@ -190,12 +171,12 @@ def _layer_std_mean(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # a view (q of a fused qkv, a transposed weight): partial norms along its contiguous axis
         squares = torch.linalg.vector_norm(x, dim=inner).double().square().sum()
     else:
-        return _std_mean(x, False)
+        return std_mean(x, False)
     mean = x.mean()
     mean_square = squares / n
     var = mean_square - mean.double().square()
     if var < 0.5 * mean_square:
-        return _std_mean(x, False)
+        return std_mean(x, False)
     return var.sqrt().to(x.dtype), mean
 
 
@@ -203,6 +184,8 @@ class WorkerPool(ThreadPoolExecutor):
     """Threads that each run torch ops on one thread; ``workers`` says how many (see :func:`ordered_map`)."""
 
     def __init__(self, workers: int):
+        import torch
+
         super().__init__(workers, thread_name_prefix="zoo", initializer=torch.set_num_threads, initargs=(1,))
         self.workers = workers
 
@@ -264,6 +247,8 @@ class _GroupBlocks:
 
     def records(self, transform: Transform, keep: Mapping[str, float], params: Mapping[str, Any],
                 dtype: torch.dtype) -> Iterator[GeneRecord]:
+        import torch
+
         group = self.group
         for name, axes, fan_in in group.genes:
             stds, means = self.stats.pop(name)
@@ -294,15 +279,20 @@ def _analyze_depth(blocks: torch.Tensor, transform: Transform, keep: int, params
 
 
 def extract_groups(groups: Iterable[GeneGroup], transform: Transform, keep: Mapping[str, float],
-                   params: Mapping[str, Any], dtype: torch.dtype = torch.float32, device: Any = None,
+                   params: Mapping[str, Any], dtype: torch.dtype | None = None, device: Any = None,
                    workers: int = 1) -> Iterator[GeneRecord]:
     """Records one gene group at a time, so a caller that stores each as it comes holds one group in memory.
 
     With ``workers`` > 1 on a CPU, that many layers are read and transformed at once, each on one torch thread:
     FFTs and small products scale better across layers than inside one. Layers flow across group boundaries,
     and a few more are queued than there are workers, so the workers keep transforming the next group's layers
-    while this thread finishes a group (its depth transform) and the caller stores its records.
+    while this thread finishes a group (its depth transform) and the caller stores its records. ``dtype``: of the
+    stored coefficients (None: float32).
     """
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
+
     def layers() -> Iterator[tuple[GeneGroup, Callable[[], Mapping[str, torch.Tensor]] | None]]:
         for group in groups:
             empty = True
@@ -338,9 +328,6 @@ def release_memory() -> None:
 
 
 def _find_malloc_trim() -> Any:
-    import ctypes
-    import ctypes.util
-
     try:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to do
@@ -351,18 +338,20 @@ _malloc_trim = _find_malloc_trim()
 
 
 def extract_gene(gene: Gene, transform: Transform, keep: Mapping[str, float], params: Mapping[str, Any],
-                 dtype: torch.dtype = torch.float32) -> GeneRecord:
+                 dtype: torch.dtype | None = None) -> GeneRecord:
     (record,) = extract_groups(genome_groups({gene.name: gene}), transform, keep, params, dtype)
     return record
 
 
 def extract(genome: Genome, transform: Transform, keep: Mapping[str, float], params: Mapping[str, Any],
-            dtype: torch.dtype = torch.float32) -> dict[str, GeneRecord]:
+            dtype: torch.dtype | None = None) -> dict[str, GeneRecord]:
     return {r.name: r for r in extract_groups(genome_groups(genome), transform, keep, params, dtype)}
 
 
 def interpolate_depth(values: torch.Tensor, layers: int) -> torch.Tensor:
     """Resample per-layer values to ``layers`` entries by linear interpolation over relative depth."""
+    import torch
+
     n = values.shape[0]
     if n == layers:
         return values
@@ -377,6 +366,8 @@ def interpolate_depth(values: torch.Tensor, layers: int) -> torch.Tensor:
 
 def materialize_gene(record: GeneRecord, target_shape: tuple[int, ...], transform: Transform,
                      strategy: ResizeStrategy, params: Mapping[str, Any], stats: str = "restore") -> torch.Tensor:
+    import torch
+
     record = record.loaded()
     resize_weights = getattr(strategy, "resize_weights", None)
     if resize_weights is not None:
@@ -408,18 +399,23 @@ def _target_stats(record: GeneRecord, target_shape: tuple[int, ...], stats: str)
 
 def _restore(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, stats: str, stacked: bool) -> torch.Tensor:
     """``z`` (standardized weights) mapped to the target statistics, in one in-place pass over the tensor."""
+    import torch
+
     scale, shift = std, mean
     if stats != "none":
         # Re-standardize: cropping or padding a spectrum changes the energy per element, and an explicit
         # rescale is what keeps each layer's mean and std equal to the source's (FRONT's scaling bug).
-        z_std, z_mean = _std_mean(z, stacked)
+        z_std, z_mean = std_mean(z, stacked)
         z_std = torch.where(z_std <= 1e-6, torch.ones_like(z_std), z_std)  # constant layers stay constant
         scale = std / z_std
         shift = mean - z_mean * scale
-    return z.mul_(_expand(scale, z, stacked)).add_(_expand(shift, z, stacked))
+    return z.mul_(broadcast_stat(scale, z, stacked)).add_(broadcast_stat(shift, z, stacked))
 
 
-def _std_mean(x: torch.Tensor, stacked: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def std_mean(x: torch.Tensor, stacked: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Population std and mean of each layer (``stacked``: along the leading axis) or of the whole tensor."""
+    import torch
+
     if stacked:
         return torch.std_mean(x.reshape(x.shape[0], -1), dim=1, correction=0)
     if x.numel() <= 1:
@@ -430,6 +426,8 @@ def _std_mean(x: torch.Tensor, stacked: bool) -> tuple[torch.Tensor, torch.Tenso
 @contextmanager
 def single_threaded_pool(workers: int, device: Any = None) -> Iterator[WorkerPool | None]:
     """A pool of ``workers`` threads, each running torch ops on one thread (None: serial, or not on a CPU)."""
+    import torch
+
     if workers <= 1 or (device is not None and torch.device(device).type != "cpu"):
         yield None
         return
@@ -455,6 +453,8 @@ def materialize_stream(records: Mapping[str, GeneRecord], sizes: Mapping[str, in
     Genes named together in ``together`` (those that share a parameter, like q, k and v in a fused ``c_attn``) are
     interleaved layer by layer, so a consumer assembling their shared parameter holds one layer of it at a time.
     """
+    import torch
+
     layerwise = getattr(strategy, "separable", False) and getattr(strategy, "resize_weights", None) is None
     groups: list[list[str]] = []
     placed: set[str] = set()
@@ -499,6 +499,8 @@ def _layer(name: str, j: int, axes: tuple[str, ...], shape: tuple[int, ...], coe
            mean: torch.Tensor, std: torch.Tensor, transform: Transform, strategy: ResizeStrategy,
            params: Mapping[str, Any], stats: str) -> tuple[str, int, torch.Tensor]:
     """Target layer ``j`` of a gene whose coefficients were already resized over depth."""
+    import torch
+
     z = strategy.resize(coeffs[j], axes, shape, transform, params).to(torch.float32)
     if z.data_ptr() == coeffs[j].data_ptr():
         z = z.clone()  # nothing was resized: a view of the shared block, which must stay intact

@@ -1,7 +1,8 @@
 """Plugin loading and the catalog of registered adapters, transforms and resize strategies.
 
-Built-ins in ``zoo_plugins`` are registered through the same ``zoo`` entry points as third-party plugins. When zoo
-runs from a source tree that was never installed, the built-ins are registered directly so it still works.
+Third-party plugins come from ``zoo`` entry points; zoo's own, in ``zoo_plugins``, are listed once, in
+``BUILTIN_PLUGINS`` (as pytest, llm and datasette list theirs), so an installed zoo and a source tree that was never
+installed load the same built-ins, and adding one needs no reinstall. Both kinds implement the same hooks.
 A plugin that fails to import produces a warning naming it; the rest keep working.
 """
 
@@ -21,6 +22,7 @@ from . import hookspecs
 from .errors import DuplicateNameError, UnknownNameError
 
 ENTRY_POINT_GROUP = "zoo"
+# zoo's own plugins; each registers under its module's last name ("bert"), as an entry point's name would.
 BUILTIN_PLUGINS = (
     "zoo_plugins.bert",
     "zoo_plugins.gpt2",
@@ -157,9 +159,35 @@ def _collect(hook_name: str, table: dict[str, Registered]) -> None:
                     f"{hook_name.removeprefix('register_').rstrip('s').replace('_', ' ')} '{name}' from plugin "
                     f"'{_plugin}' conflicts with plugin '{table[name].plugin}'; pass replace=True to override"
                 )
+            if hook_name == "register_architectures":
+                _check_claims(table, name, obj, _plugin)
             table[name] = Registered(obj, _plugin)
 
         impl.function(register=register)
+
+
+def _claims(name: str, adapter: Any) -> set[tuple[str, str]]:
+    """What an adapter answers to: its name and ``--arch`` aliases, the config ``model_type`` values it reads, and
+    the short source names it resolves."""
+    return ({("architecture name or alias", n) for n in (name, *getattr(adapter, "arch_aliases", ()))}
+            | {("model_type", t) for t in getattr(adapter, "model_types", ())}
+            | {("source alias", a) for a in getattr(adapter, "source_aliases", {})})
+
+
+def _check_claims(table: dict[str, Registered], name: str, adapter: Any, plugin: str) -> None:
+    """Refuse an adapter that answers to something another one (other than the one it replaces) answers to, so
+    which adapter reads a checkpoint never depends on the order plugins load in."""
+    mine = _claims(name, adapter)
+    for other, entry in table.items():
+        if other == name:
+            continue
+        shared = sorted(mine & _claims(other, entry.obj))
+        if shared:
+            kind, value = shared[0]
+            raise DuplicateNameError(
+                f"architecture '{name}' from plugin '{plugin}' and architecture '{other}' from plugin "
+                f"'{entry.plugin}' both claim {kind} '{value}'; each must belong to one architecture"
+            )
 
 
 def catalog() -> Catalog:

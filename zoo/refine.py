@@ -24,12 +24,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
+from .api import check_params, find_adapter
 from .genes import Genome, resizable
-from .pipeline import EPS, _expand, _std_mean, kept_size, parse_keep
+from .pipeline import EPS, broadcast_stat, kept_size, parse_keep, std_mean
+from .plugins import catalog
+from .transforms import apply_matrix
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -47,9 +51,6 @@ class LearngeneSpec:
 
     def resolved(self) -> tuple[Any, dict[str, float], dict[str, Any]]:
         """(transform plugin, keep ratios, parameters with defaults), validated as ``zoo learngene add`` does."""
-        from .api import check_params
-        from .plugins import catalog
-
         transform = catalog().transform(self.transform)
         return transform, parse_keep(self.keep), check_params(transform, dict(self.params))
 
@@ -62,6 +63,8 @@ def _freeze(params: Mapping[str, Any]) -> tuple:
 def _whitener(transform: Any, n: int, keep: int, params_items: tuple) -> torch.Tensor | float | None:
     """``(A A^T)^{-1/2}`` for the axis operator ``A`` (``[keep', n]``) of ``transform``: None when ``A`` keeps the
     whole axis, a float when ``A A^T`` is a multiple of the identity, else a matrix (float64, CPU)."""
+    import torch
+
     params = dict(params_items)
     a = transform.analyze(torch.eye(n, dtype=torch.float64), 0, keep, **params)
     if a.shape[0] == n:  # the whole axis is kept (an invertible square transform): nothing lies outside
@@ -81,7 +84,7 @@ def gene_fractions(genome: Genome, transform: Any, keep: Mapping[str, float], pa
     learngene keeps whole (no resizable axis, or keep 1 on all of them) are left out: their fraction is 0; so are
     genes whose layers are all constant (z-scored to zero). A *nearly* constant gene (a freshly initialized
     LayerNorm after one step) is z-scored to unit energy like any other: refinement is meant for trained sources."""
-    from .transforms import apply_matrix
+    import torch
 
     wanted = None if genes is None else set(genes)
     frozen = _freeze(params)
@@ -97,8 +100,8 @@ def gene_fractions(genome: Genome, transform: Any, keep: Mapping[str, float], pa
         whiteners = [(dim, _whitener(transform, x.shape[dim], k, frozen)) for dim, k in axes]
         if all(w is None for _, w in whiteners):
             continue
-        std, mean = _std_mean(x, gene.stacked)  # FRONT's z-score, exactly as extraction does it
-        z = (x - _expand(mean, x, gene.stacked)) / _expand(std.clamp_min(EPS), x, gene.stacked)
+        std, mean = std_mean(x, gene.stacked)  # FRONT's z-score, exactly as extraction does it
+        z = (x - broadcast_stat(mean, x, gene.stacked)) / broadcast_stat(std.clamp_min(EPS), x, gene.stacked)
         block = z
         for dim, k in axes:
             block = transform.analyze(block, dim, k, **params)
@@ -118,6 +121,8 @@ def gene_fractions(genome: Genome, transform: Any, keep: Mapping[str, float], pa
 
 def genome_penalty(genome: Genome, spec: LearngeneSpec, genes: Iterable[str] | None = None) -> torch.Tensor:
     """Mean fraction of energy outside the kept block over the genes the learngene truncates."""
+    import torch
+
     transform, keep, params = spec.resolved()
     fractions = gene_fractions(genome, transform, keep, params, genes)
     if not fractions:
@@ -128,8 +133,6 @@ def genome_penalty(genome: Genome, spec: LearngeneSpec, genes: Iterable[str] | N
 
 def model_genome(model: torch.nn.Module, config: Mapping[str, Any] | None = None) -> tuple[Genome, Any]:
     """The model's genes as differentiable views of its parameters, and its adapter (found from the config)."""
-    from .api import find_adapter
-
     if config is None:
         hf_config = getattr(model, "config", None)
         if hf_config is None:
@@ -157,6 +160,8 @@ def energy_in_block(model: torch.nn.Module, spec: LearngeneSpec | Any, config: M
                     genes: Iterable[str] | None = None) -> dict[str, float]:
     """Report: ``mean`` (1 - the penalty: the average gene's share of energy inside the block) and ``overall``
     (all truncated genes' energy inside / their total, so large genes weigh more)."""
+    import torch
+
     if not isinstance(spec, LearngeneSpec):
         spec = LearngeneSpec.of(spec)
     transform, keep, params = spec.resolved()

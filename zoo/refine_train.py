@@ -9,16 +9,25 @@ Nothing touches the registry until training has finished and both learngenes are
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from . import __version__
+from ._version import __version__
+from .api import (apply_options, check_name, default_learngene_name, describe_source, find_adapter, registry_session,
+                  resolve_device)
 from .errors import InvalidConfigError, ZooError
+from .pipeline import STORAGE_DTYPES, extract
+from .plugins import catalog, pm
 from .refine import LearngeneSpec, energy_in_block, genome_penalty
+from .registry import LearngeneInfo
+from .registry.util import now
+from .sources import resolve
+
+if TYPE_CHECKING:
+    import torch
 
 # From bench/refine.py (docs/refine.md): of lambda 0.1, 1 and 10, lambda 1 gave the lowest mean held-out loss in the
 # bert-l2s convergence benchmark; no lambda beat plain fine-tuning (lambda 0) there, and 10 made the final loss worse.
@@ -68,6 +77,8 @@ def read_text(data: str) -> str:
 
 
 def token_blocks(tokenizer: Any, text: str, length: int, prefix: list[int], suffix: list[int]) -> torch.Tensor:
+    import torch
+
     tokenizer.model_max_length = 1 << 30  # the text is cut into blocks here; silence the over-length warning
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     body = length - len(prefix) - len(suffix)
@@ -80,6 +91,8 @@ def token_blocks(tokenizer: Any, text: str, length: int, prefix: list[int], suff
 
 def read_images(data: str, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """An image folder with one subfolder per class -> (images [n, 3, H, W], labels, class names)."""
+    import torch
+
     try:
         from PIL import Image
     except ImportError:
@@ -107,6 +120,8 @@ def read_images(data: str, size: tuple[int, int]) -> tuple[torch.Tensor, torch.T
 
 
 def _batches(n: int, batch: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    import torch
+
     while True:
         order = torch.randperm(n, generator=gen)
         for i in range(0, max(n - batch, 0) + 1, batch):
@@ -133,8 +148,6 @@ def task_kind(config: dict[str, Any], adapter: Any) -> str:
 
 
 def _tokenizer(checkpoint: Any) -> Any:
-    import tempfile
-
     from transformers import AutoTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:  # the assets the registry stores are what the tokenizer needs
@@ -151,13 +164,13 @@ def _tokenizer(checkpoint: Any) -> Any:
 def make_task(kind: str, checkpoint: Any, adapter: Any, data: str, batch: int, seq: int,
               gen: torch.Generator) -> tuple[dict[str, Any], Callable[[torch.nn.Module], torch.Tensor]]:
     """(training config, loss function of the model drawing the next batch)."""
+    import torch
+
     config = dict(checkpoint.config)
     if kind == "classify":
         spec_of = getattr(adapter, "spec", None)  # the ViT adapter's parsed config (img_size is (H, W))
         size = tuple(spec_of(config).img_size) if spec_of else (int(config.get("image_size", 224)),) * 2
         x, y, classes = read_images(data, size)
-        from .api import apply_options
-
         config = apply_options(adapter, config, {"format": "hf", "num_classes": len(classes)})
         order = _batches(len(y), batch, gen)
 
@@ -208,6 +221,8 @@ def refine_model(checkpoint: Any, adapter: Any, spec: LearngeneSpec, *, data: st
                  lr: float = 1e-4, batch: int = 8, seq: int = 64, seed: int = 0, device: Any = "cpu",
                  progress: bool = True) -> RefineResult:
     """Fine-tune the source with task loss + ``lam`` x penalty; returns the trained model and refined genes."""
+    import torch
+
     from tqdm.auto import tqdm
 
     gen = torch.Generator().manual_seed(seed)
@@ -269,9 +284,6 @@ def check_inputs(steps: int, lam: float, lr: float, batch: int, seq: int) -> Non
 # -- the registry side: `zoo refine` ----------------------------------------------------------------------------------
 def _checkpoint(source: str) -> Any:
     """The source as ``zoo learngene add`` resolves it: a plugin's resolve_source hook, then zoo's resolver."""
-    from .plugins import catalog, pm
-    from .sources import resolve
-
     checkpoint = pm.hook.resolve_source(source=source)
     if checkpoint is None:
         cat = catalog()
@@ -314,18 +326,6 @@ def refine_learngene(source: str, *, data: str, steps: int, lam: float = DEFAULT
     and added too (named as ``zoo learngene add`` would). The refined one is named ``NAME.refined`` by default.
     Nothing is written before training has finished.
     """
-    from .api import (
-        check_name,
-        default_learngene_name,
-        describe_source,
-        find_adapter,
-        registry_session,
-        resolve_device,
-    )
-    from .pipeline import STORAGE_DTYPES, extract
-    from .registry import LearngeneInfo
-    from .registry.store import now
-
     check_inputs(steps, lam, lr, batch, seq)
     if dtype not in STORAGE_DTYPES:
         raise InvalidConfigError(f"unknown storage dtype '{dtype}'; valid choices: {', '.join(STORAGE_DTYPES)}")

@@ -17,24 +17,27 @@ import os
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from .dtypes import DtypeTable
 
-DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-CODES = {dtype: code for code, dtype in DTYPES.items()}
+if TYPE_CHECKING:
+    import torch
+
+DTYPES = DtypeTable({
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+})
 MAX_HEADER = 100 * 2**20  # the format's own limit; a larger length means a damaged or foreign file
 
 
 def _item_size(dtype: torch.dtype) -> int:
+    import torch
+
     return torch.empty((), dtype=dtype).element_size()
 
 
-class SafetensorsReader(Mapping[str, torch.Tensor]):
+class SafetensorsReader(Mapping[str, "torch.Tensor"]):
     """A read-only mapping over one or more safetensors files; each lookup reads that tensor from disk."""
 
     def __init__(self, paths: Sequence[str | os.PathLike[str]]):
@@ -61,6 +64,8 @@ class SafetensorsReader(Mapping[str, torch.Tensor]):
         """The tensor, backed by a private (copy-on-write) mapping of its bytes: no copy, no zero-filled buffer.
         Reading a page-cached checkpoint this way costs a fraction of ``pread`` into fresh memory, and writes to
         the tensor never reach the file."""
+        import torch
+
         path, code, shape, offset, nbytes = self._where[key]
         dtype = DTYPES[code]
         itemsize = _item_size(dtype)
@@ -83,6 +88,8 @@ class SafetensorsReader(Mapping[str, torch.Tensor]):
 
     @staticmethod
     def _pread(fd: int, shape: list[int], dtype: torch.dtype, offset: int, nbytes: int) -> torch.Tensor:
+        import torch
+
         out = torch.empty(shape, dtype=dtype)
         view = memoryview(out.reshape(-1).view(torch.uint8).numpy())
         done = 0
@@ -115,7 +122,7 @@ def header(layout: Mapping[str, tuple[torch.dtype, Sequence[int]]], metadata: Ma
     offset = 0
     for key, (dtype, shape) in layout.items():
         nbytes = math.prod(shape) * _item_size(dtype)
-        entries[key] = {"dtype": CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        entries[key] = {"dtype": DTYPES.key_of(dtype), "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
         places[key] = (offset, nbytes)
         offset += nbytes
     raw = json.dumps(entries, separators=(",", ":")).encode()
@@ -125,6 +132,8 @@ def header(layout: Mapping[str, tuple[torch.dtype, Sequence[int]]], metadata: Ma
 
 def raw_bytes(tensor: torch.Tensor) -> memoryview:
     """A contiguous CPU tensor's memory, without a copy."""
+    import torch
+
     return memoryview(tensor.reshape(-1).view(torch.uint8).numpy()) if tensor.numel() else memoryview(b"")
 
 

@@ -12,11 +12,13 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import SourceNotFoundError
+from .safetensors_io import SafetensorsReader
+
+if TYPE_CHECKING:
+    import torch
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 ASSET_FILES = (
@@ -64,6 +66,8 @@ class Checkpoint:
     default_name: str | None = None  # learngene name stem when neither a hub id nor the folder gives a good one
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        import torch
+
         if self.loader is not None:
             return self.loader()
         from safetensors.torch import load_file
@@ -79,8 +83,6 @@ class Checkpoint:
     def tensors(self) -> Mapping[str, torch.Tensor]:
         """The weights as a mapping that reads each tensor when asked (safetensors), else the full state dict."""
         if self.loader is None and self.weight_files and all(p.suffix == ".safetensors" for p in self.weight_files):
-            from .safetensors_io import SafetensorsReader
-
             return SafetensorsReader(self.weight_files)
         return self.state_dict()
 

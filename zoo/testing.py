@@ -34,10 +34,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from click.testing import CliRunner, Result
+
+from .adapters import SIZE_OPTIONS
+from .api import check_params
+from .errors import InvalidConfigError
+from .genes import DEPTH, Gene, resizable, shape_for
+from .pipeline import extract, interpolate_depth, materialize, parse_keep
+from .plugins import catalog, register_plugin, unregister_plugin
+from .transforms import ResizeStrategy, Transform
 
 if TYPE_CHECKING:
     import torch
-    from click.testing import Result
 
 __all__ = [
     "check_adapter_round_trip", "check_cli_lists", "check_resize", "check_resize_strategy",
@@ -71,23 +79,17 @@ def _config(model: Any) -> dict[str, Any]:
 
 def _component(kind: str, value: Any) -> Any:
     """A registered component by name, or the object itself."""
-    from .plugins import catalog
-
     if not isinstance(value, str):
         return value
     return catalog().transform(value) if kind == "transform" else catalog().resize_strategy(value)
 
 
 def _params(transform: Any, params: Mapping[str, Any] | None) -> dict[str, Any]:
-    from .api import check_params
-
     return check_params(transform, dict(params or {}))
 
 
 def _genome(adapter: Any, model: Any, config: Mapping[str, Any]) -> dict[str, Any]:
     """The adapter's genes for ``model``, checked against the sizes the adapter reads from its config."""
-    from .genes import Gene, shape_for
-
     with _calling(f"adapter '{adapter.name}': sizes() / to_genome()"):
         sizes = adapter.sizes(config)
         genome = adapter.to_genome(model.state_dict(), config)
@@ -133,9 +135,6 @@ def check_adapter_round_trip(adapter: Any, model_factory: Callable[[], Any], *, 
     :param transform: a transform name or object (``"dct"`` by default).
     :returns: the rebuilt model.
     """
-    from .genes import DEPTH
-    from .pipeline import extract, materialize
-
     source = tiny_model(model_factory)
     config = _config(source)
     if config.get("model_type") not in getattr(adapter, "model_types", ()):
@@ -214,10 +213,6 @@ def check_resize(adapter: Any, model_factory: Callable[[], Any], *, transform: A
     :returns: the resized model, for you to run a forward pass on.
     """
     import torch
-
-    from .adapters import SIZE_OPTIONS
-    from .genes import resizable, shape_for
-    from .pipeline import extract, interpolate_depth, materialize, parse_keep
 
     source = tiny_model(model_factory)
     config = _config(source)
@@ -304,8 +299,6 @@ def check_transform_inverse(transform: Any, *, params: Mapping[str, Any] | None 
     """
     import torch
 
-    from .transforms import Transform
-
     transform = _component("transform", transform)
     _check_named(transform, Transform, "transform")
     params = _params(transform, params)
@@ -380,10 +373,6 @@ def check_resize_strategy(strategy: Any, *, transform: Any = "dct", params: Mapp
     """
     import torch
 
-    from .errors import InvalidConfigError
-    from .genes import resizable
-    from .transforms import ResizeStrategy
-
     strategy = _component("strategy", strategy)
     _check_named(strategy, ResizeStrategy, "resize strategy")
     transform = _component("transform", transform)
@@ -436,8 +425,6 @@ def check_resize_strategy(strategy: Any, *, transform: Any = "dct", params: Mapp
 # -- CLI visibility -----------------------------------------------------------------------------------------------
 def _plugins_json(in_process: bool) -> dict[str, Any]:
     if in_process:
-        from click.testing import CliRunner
-
         from .cli import cli
 
         result = CliRunner().invoke(cli, ["plugins", "--json"])
@@ -490,8 +477,6 @@ def zoo_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture()
 def zoo_register_plugin() -> Any:
     """``register(plugin, name=None) -> name``: register a plugin for this test only (unregistered afterwards)."""
-    from .plugins import register_plugin, unregister_plugin
-
     names: list[str] = []
 
     def register(plugin: Any, name: str | None = None) -> str:
@@ -506,8 +491,6 @@ def zoo_register_plugin() -> Any:
 @pytest.fixture()
 def zoo_cli() -> Callable[..., Result]:
     """``run(*args) -> click Result``: the ``zoo`` CLI in this process (plugins registered at run time included)."""
-    from click.testing import CliRunner
-
     from .cli import cli
 
     def run(*args: Any) -> Result:

@@ -9,9 +9,10 @@ asking the transform to synthesize each resizable axis at its new length.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 @runtime_checkable
@@ -35,6 +36,12 @@ class Transform(Protocol):
 
 @runtime_checkable
 class ResizeStrategy(Protocol):
+    """Optional attributes: ``separable`` (``True``: every axis is resized on its own, so zoo may resize the depth
+    axis first, on the small coefficient block, and then build the target one layer at a time by calling
+    ``resize`` on each layer's block; off when absent) and ``resize_weights(record, target_shape, transform,
+    params) -> tensor`` (a strategy that maps the source's own weights rather than coefficients, as the select
+    and duplicate baselines do; no statistics rule is applied afterwards)."""
+
     name: str
     description: str
 

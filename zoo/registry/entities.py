@@ -1,4 +1,5 @@
-"""Plain records the registry returns; they outlive any database session."""
+"""Plain records the registry returns; they outlive any database session. (Gene records are domain objects that
+extraction makes too: they live in :mod:`zoo.genes`.)"""
 
 from __future__ import annotations
 
@@ -6,46 +7,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-import torch
-
-
-@dataclass
-class GeneRecord:
-    """One gene of a learngene: its coefficient block and the statistics materialization restores."""
-
-    name: str
-    axes: tuple[str, ...]
-    source_shape: tuple[int, ...]
-    coeffs: torch.Tensor
-    mean: torch.Tensor  # per layer for stacked genes, else a scalar
-    std: torch.Tensor
-    fan_in: int = 0  # trailing axes that are inputs (see zoo.genes.Gene)
-
-    @property
-    def stacked(self) -> bool:
-        return bool(self.axes) and self.axes[0] == "depth"
-
-    def loaded(self) -> GeneRecord:
-        """This record with its tensors in memory (a record from ``Registry.genes(lazy=True)`` reads them now)."""
-        return self
-
-
-class LazyGeneRecord(GeneRecord):
-    """A stored gene's metadata, whose tensors are read from the registry only by :meth:`loaded`, each time:
-    a caller streaming a big learngene holds one gene's tensors at a time, never all of them."""
-
-    def __init__(self, name: str, axes: tuple[str, ...], source_shape: tuple[int, ...], fan_in: int,
-                 load: Any):
-        self.name, self.axes, self.source_shape, self.fan_in = name, axes, source_shape, fan_in
-        self._load = load
-
-    def loaded(self) -> GeneRecord:
-        return self._load()
-
-    def __getattr__(self, attr: str) -> Any:
-        if attr in ("coeffs", "mean", "std"):  # a caller that does not stream: read it (not cached)
-            return getattr(self._load(), attr)
-        raise AttributeError(attr)
+from ..genes import GeneRecord, LazyGeneRecord
+from ..importance import read_meta
 
 
 @dataclass
@@ -71,8 +34,6 @@ class LearngeneInfo:
 
     @property
     def calibration_meta(self) -> dict[str, Any] | None:
-        from zoo.importance import read_meta
-
         return read_meta(self.calibration) if self.calibration else None
 
     def to_json(self) -> dict[str, Any]:
@@ -80,3 +41,6 @@ class LearngeneInfo:
         data["created_at"] = self.created_at.isoformat(timespec="seconds")
         data["calibration"] = self.calibration_meta
         return data
+
+
+__all__ = ["GeneRecord", "LazyGeneRecord", "LearngeneInfo"]

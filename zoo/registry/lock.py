@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from ..errors import RegistryError
 
 SETUP_TIMEOUT = 300.0  # seconds; migrating a large registry can take a while
@@ -24,8 +26,6 @@ def lock_path(db_path: Path) -> Path:
 
 @contextmanager
 def setup_lock(db_path: Path, timeout: float = SETUP_TIMEOUT) -> Iterator[None]:
-    from filelock import FileLock, Timeout
-
     lock = FileLock(str(lock_path(db_path)), timeout=timeout)
     try:
         lock.acquire()

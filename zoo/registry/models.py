@@ -1,11 +1,19 @@
-"""ORM tables. Rows never leave the store: it converts them to the plain entities in ``entities.py``."""
+"""ORM tables, and the two queries over them that every part of the registry shares. Rows never leave the
+registry: ``codec.py`` converts them to the plain entities in ``entities.py``."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy import DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from ..errors import UnknownNameError
+
+# a learngene being written is stored under this prefix (zoo.registry.staging); learngene names start with a letter
+# or digit, so a staged row can never collide with one
+STAGING_PREFIX = "~staging-"
 
 
 class Base(DeclarativeBase):
@@ -69,3 +77,21 @@ class SqlAsset(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
     learngene: Mapped[SqlLearngene] = relationship(back_populates="assets")
+
+
+def is_staged(name: str) -> bool:
+    return name.startswith(STAGING_PREFIX)
+
+
+def visible(query: Any) -> Any:
+    """``query`` over learngenes without the staged ones."""
+    return query.where(~SqlLearngene.name.startswith(STAGING_PREFIX, autoescape=True))
+
+
+def learngene_row(session: Session, name: str) -> SqlLearngene:
+    """The row of the learngene named ``name``; unknown names list the visible ones."""
+    row = session.scalar(select(SqlLearngene).where(SqlLearngene.name == name))
+    if row is None:
+        names = session.scalars(visible(select(SqlLearngene.name))).all()
+        raise UnknownNameError("learngene", name, names, hint="see `zoo learngene list`")
+    return row

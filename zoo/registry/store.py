@@ -14,35 +14,34 @@ every gene and asset carries a sha256 that is checked whenever it is read.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import json
 import os
 import random
 import re
 import shutil
-import signal
 import tempfile
 import time
+from urllib.parse import quote
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ContextManager, NoReturn, TypeVar
 
-import torch
-from safetensors.torch import load as st_load
+from platformdirs import user_data_dir
 from sqlalchemy import create_engine, delete, event, inspect, select, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import DuplicateNameError, RegistryError, UnknownNameError
-from .entities import GeneRecord, LazyGeneRecord, LearngeneInfo
+from ..errors import RegistryError
+from ..genes import GeneRecord, LazyGeneRecord
+from .codec import gene_parts, gene_record, insert_gene, learngene_columns, learngene_info
+from .entities import LearngeneInfo
 from .lock import setup_lock
-from .models import SqlAsset, SqlGene, SqlLearngene
-from .staging import (STALE_AFTER_S, StagedLearngene, gene_parts, insert_gene, learngene_columns, staging,
-                      visible)
+from .models import SqlAsset, SqlGene, SqlLearngene, learngene_row, visible
+from .staging import STALE_AFTER_S, StagedLearngene, staging
+from .util import crash_point, damaged, duplicate_name, reason, sha256
 
 EXAMPLE_NAME = "registry.db.example"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -54,15 +53,7 @@ T = TypeVar("T")
 SCHEMA_HEAD = "0004"
 
 
-def crash_point(name: str) -> None:
-    """Test hook: with ``ZOO_TEST_KILL_AT=name`` the process SIGKILLs itself here (tests/test_reliability.py)."""
-    if os.environ.get("ZOO_TEST_KILL_AT") == name:
-        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
-
-
 def default_registry_path() -> Path:
-    from platformdirs import user_data_dir
-
     return Path(user_data_dir("zoo", appauthor=False)) / "registry.db"
 
 
@@ -153,8 +144,6 @@ def _read_only_url(parsed: URL, path: Path) -> URL:
     ``-wal`` such a file is opened ``immutable`` (no locks, no sidecars: right for a read-only mount or image
     layer, where nobody writes it meanwhile). Otherwise ``mode=ro``, which still takes SQLite's locks.
     """
-    from urllib.parse import quote
-
     wal = path.with_name(path.name + "-wal")
     folder_locked = not os.access(path.parent, os.W_OK)
     pending = wal.exists() and wal.stat().st_size > 0
@@ -164,10 +153,6 @@ def _read_only_url(parsed: URL, path: Path) -> URL:
                             f"and publish the single file")
     mode = {"immutable": "1"} if folder_locked and not pending else {"mode": "ro"}
     return parsed.set(database="file:" + quote(str(path)), query={**mode, "uri": "true"})
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _sqlstate(orig: BaseException) -> str | None:
@@ -188,11 +173,6 @@ def _is_damage(exc: BaseException) -> bool:
         return True
     text = str(orig).lower()
     return any(s in text for s in ("malformed", "not a database", "disk i/o error", "database corrupt"))
-
-
-def _reason(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    return str(orig or exc).strip().splitlines()[0] if str(orig or exc).strip() else type(exc).__name__
 
 
 class Registry:
@@ -218,7 +198,7 @@ class Registry:
         try:
             self.engine = create_engine(parsed, connect_args=connect_args)
         except (SQLAlchemyError, ImportError) as exc:
-            raise RegistryError(f"cannot use registry URL '{redact(url)}': {_reason(exc)}") from exc
+            raise RegistryError(f"cannot use registry URL '{redact(url)}': {reason(exc)}") from exc
         if self.is_sqlite:
             event.listen(self.engine, "connect", functools.partial(_sqlite_connect, read_only=read_only))
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -372,8 +352,10 @@ class Registry:
             raise RegistryError(f"{what}: registry {self.where} is read-only ({self.read_only_reason}); nothing was "
                                 f"changed: reading commands work, writes need a writable copy or location")
 
-    def _run(self, work: Callable[[Session], T], write: bool = False, what: str = "") -> T:
-        """``work(session)`` in one transaction, retried while the database stays busy; errors made readable."""
+    def run(self, work: Callable[[Session], T], write: bool = False, what: str = "") -> T:
+        """``work(session)`` in one transaction, retried while the database stays busy; errors made readable
+        (prefixed with ``what``). ``write``: the transaction takes the write lock up front; on a registry on
+        read-only storage it is refused first, in one line."""
         if write:
             self.check_writable(what or "cannot write")
         for attempt in range(BUSY_RETRIES + 1):
@@ -404,19 +386,12 @@ class Registry:
                                  f"commands work, writes need a writable copy or location")
         if _is_damage(exc):
             return RegistryError(
-                f"{prefix}registry {self.where} is damaged ({_reason(exc)}); nothing was repaired: run "
+                f"{prefix}registry {self.where} is damaged ({reason(exc)}); nothing was repaired: run "
                 f"`zoo verify --registry {self.where}` and restore it from a backup"
             )
-        return RegistryError(f"{prefix}registry {self.where}: {_reason(exc)}")
+        return RegistryError(f"{prefix}registry {self.where}: {reason(exc)}")
 
     # -- reads -----------------------------------------------------------------------------------------------------
-    def _row(self, session: Session, name: str) -> SqlLearngene:
-        row = session.scalar(select(SqlLearngene).where(SqlLearngene.name == name))
-        if row is None:
-            names = session.scalars(visible(select(SqlLearngene.name))).all()
-            raise UnknownNameError("learngene", name, names, hint="see `zoo learngene list`")
-        return row
-
     def _info(self, session: Session, row: SqlLearngene, detail: bool = False) -> LearngeneInfo:
         genes = session.execute(
             select(SqlGene.name, SqlGene.axes, SqlGene.source_shape, SqlGene.shape, SqlGene.nbytes, SqlGene.sha256)
@@ -424,24 +399,7 @@ class Registry:
             .order_by(SqlGene.id)
         ).all()
         parent = session.get(SqlLearngene, row.parent_id).name if row.parent_id else None
-        summary = (
-            [
-                {"name": g.name, "axes": json.loads(g.axes), "source_shape": json.loads(g.source_shape),
-                 "shape": json.loads(g.shape), "nbytes": g.nbytes, "sha256": g.sha256}
-                for g in genes
-            ]
-            if detail
-            else []
-        )
-        return LearngeneInfo(
-            name=row.name, family=row.family, source=row.source, source_sha256=row.source_sha256,
-            source_config=json.loads(row.source_config), transform=row.transform,
-            transform_params=json.loads(row.transform_params), keep=json.loads(row.keep), dtype=row.dtype,
-            zoo_version=row.zoo_version, created_at=row.created_at, parent=parent, notes=row.notes,
-            refinement=json.loads(row.refinement) if row.refinement else None,
-            calibration=bytes(row.calibration) if row.calibration is not None else None,
-            genes=len(genes), nbytes=sum(g.nbytes for g in genes), gene_summary=summary,
-        )
+        return learngene_info(row, genes, parent, detail)
 
     def list(self, family: str | None = None) -> list[LearngeneInfo]:
         def work(session: Session) -> list[LearngeneInfo]:
@@ -450,10 +408,10 @@ class Registry:
                 query = query.where(SqlLearngene.family == family)
             return [self._info(session, row) for row in session.scalars(query)]
 
-        return self._run(work, what="cannot list learngenes")
+        return self.run(work, what="cannot list learngenes")
 
     def get(self, name: str, detail: bool = False) -> LearngeneInfo:
-        return self._run(lambda s: self._info(s, self._row(s, name), detail=detail),
+        return self.run(lambda s: self._info(s, learngene_row(s, name), detail=detail),
                          what=f"cannot read learngene '{name}'")
 
     def genes(self, name: str, device: Any = "cpu", lazy: bool = False) -> dict[str, GeneRecord]:
@@ -462,15 +420,10 @@ class Registry:
         ``lazy``: only the genes' metadata now; each :class:`LazyGeneRecord` reads its tensors when asked
         (``record.loaded()``), one gene at a time, while this registry is open."""
         def decoded(gene: SqlGene) -> GeneRecord:
-            tensors = decode_gene(bytes(gene.data), gene.sha256, name, gene.name)
-            return GeneRecord(
-                name=gene.name, axes=tuple(json.loads(gene.axes)), source_shape=tuple(json.loads(gene.source_shape)),
-                coeffs=tensors["coeffs"].to(device), mean=tensors["mean"].to(device), std=tensors["std"].to(device),
-                fan_in=gene.fan_in,
-            )
+            return gene_record(gene, name, device)
 
         def work(session: Session) -> dict[str, GeneRecord]:
-            row = self._row(session, name)
+            row = learngene_row(session, name)
             out: dict[str, GeneRecord] = {}
             if lazy:
                 columns = (SqlGene.id, SqlGene.name, SqlGene.axes, SqlGene.source_shape, SqlGene.fan_in)
@@ -486,7 +439,7 @@ class Registry:
                 raise RegistryError(f"learngene '{name}' has no genes; the registry is damaged: run `zoo verify`")
             return out
 
-        return self._run(work, what=f"cannot read learngene '{name}'")
+        return self.run(work, what=f"cannot read learngene '{name}'")
 
     def stored_genes(self, name: str, data: bool = False) -> Iterator[dict[str, Any]]:
         """A learngene's gene rows as stored (name, axes, source_shape, shape, dtype, nbytes, sha256, fan_in), in
@@ -505,11 +458,11 @@ class Registry:
                 raise RegistryError(f"learngene '{name}' lost a gene while it was being read (removed meanwhile?)")
             return bytes(found)
 
-        for r in self._run(rows, what=f"cannot read learngene '{name}'"):
+        for r in self.run(rows, what=f"cannot read learngene '{name}'"):
             out = dict(name=r.name, axes=json.loads(r.axes), source_shape=json.loads(r.source_shape),
                        shape=json.loads(r.shape), dtype=r.dtype, nbytes=r.nbytes, sha256=r.sha256, fan_in=r.fan_in)
             if data:
-                out["data"] = self._run(functools.partial(blob, gene_id=r.id), what=f"cannot read learngene '{name}'")
+                out["data"] = self.run(functools.partial(blob, gene_id=r.id), what=f"cannot read learngene '{name}'")
                 if sha256(out["data"]) != r.sha256:
                     raise RegistryError(damaged(name, f"gene '{r.name}'"))
             yield out
@@ -521,19 +474,19 @@ class Registry:
                 raise RegistryError(f"learngene '{name}' lost a gene while it was being read (removed meanwhile?)")
             return decoded(gene)
 
-        return self._run(work, what=f"cannot read learngene '{name}'")
+        return self.run(work, what=f"cannot read learngene '{name}'")
 
     def assets(self, name: str) -> dict[str, bytes]:
         def work(session: Session) -> dict[str, bytes]:
             out = {}
-            for asset in self._row(session, name).assets:
+            for asset in learngene_row(session, name).assets:
                 data = bytes(asset.data)
                 if sha256(data) != asset.sha256:
                     raise RegistryError(damaged(name, f"asset '{asset.filename}'"))
                 out[asset.filename] = data
             return out
 
-        return self._run(work, what=f"cannot read learngene '{name}'")
+        return self.run(work, what=f"cannot read learngene '{name}'")
 
     def latest(self, family: str) -> LearngeneInfo | None:
         found = self.list(family=family)
@@ -554,8 +507,8 @@ class Registry:
 
         def work(session: Session) -> None:
             if session.scalar(select(SqlLearngene.id).where(SqlLearngene.name == info.name)) is not None:
-                raise _duplicate(info.name)
-            parent_id = self._row(session, info.parent).id if info.parent else None
+                raise duplicate_name(info.name)
+            parent_id = learngene_row(session, info.parent).id if info.parent else None
             row = SqlLearngene(parent_id=parent_id, **learngene_columns(info))
             session.add(row)
             session.flush()
@@ -570,9 +523,9 @@ class Registry:
             crash_point("add:before-commit")
 
         try:
-            self._run(work, write=True, what=f"cannot add learngene '{info.name}'")
+            self.run(work, write=True, what=f"cannot add learngene '{info.name}'")
         except IntegrityError as exc:  # a concurrent add of the same name won the race
-            raise _duplicate(info.name) from exc
+            raise duplicate_name(info.name) from exc
         crash_point("add:after-commit")
 
     def vacuum(self) -> tuple[int | None, int | None]:
@@ -603,44 +556,14 @@ class Registry:
 
     def remove(self, name: str) -> None:
         def work(session: Session) -> None:
-            row_id = self._row(session, name).id
+            row_id = learngene_row(session, name).id
             # plain DELETEs: the ORM cascade would first load every gene's bytes into memory
             for table in (SqlGene, SqlAsset):
                 session.execute(delete(table).where(table.learngene_id == row_id))
             session.execute(delete(SqlLearngene).where(SqlLearngene.id == row_id))  # children: parent set NULL
             crash_point("rm:before-commit")
 
-        self._run(work, write=True, what=f"cannot remove learngene '{name}'")
-
-
-def _duplicate(name: str) -> DuplicateNameError:
-    return DuplicateNameError(
-        f"a learngene named '{name}' already exists; pick another with --name, or remove it first with "
-        f"`zoo learngene rm {name}`"
-    )
-
-
-def damaged(name: str, part: str) -> str:
-    return (f"learngene '{name}' {part} is damaged (sha256 mismatch); nothing was repaired: run `zoo verify`, then "
-            f"restore the registry from a backup or re-add it (`zoo learngene rm {name}`, then `zoo learngene add`)")
-
-
-def decode_gene(data: bytes, expected_sha256: str, name: str, gene: str) -> dict[str, torch.Tensor]:
-    """A stored gene's tensors, after checking its bytes against the recorded sha256."""
-    if sha256(data) != expected_sha256:
-        raise RegistryError(damaged(name, f"gene '{gene}'"))
-    try:
-        tensors = st_load(data)
-    except Exception as exc:  # the right hash but unreadable: written that way, not damaged in storage
-        raise RegistryError(f"learngene '{name}' gene '{gene}' is not valid safetensors ({exc})") from None
-    missing = {"coeffs", "mean", "std"} - set(tensors)
-    if missing:
-        raise RegistryError(f"learngene '{name}' gene '{gene}' lacks tensors {sorted(missing)}")
-    return tensors
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+        self.run(work, write=True, what=f"cannot remove learngene '{name}'")
 
 
 def open_registry(location: str | os.PathLike[str] | None = None, create: bool = True) -> Registry:

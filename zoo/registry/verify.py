@@ -18,8 +18,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from .staging import is_staged
-from .store import Registry, _reason, decode_gene, sha256
+from .codec import decode_gene
+from .models import is_staged
+from .store import Registry
+from .util import reason, sha256
 
 MAX_INTEGRITY_LINES = 20
 
@@ -73,7 +75,7 @@ def verify(reg: Registry, names: Iterable[str] = ()) -> VerifyReport:
             if not wanted:
                 _check_orphans(conn, report)
     except SQLAlchemyError as exc:
-        report.problems.append(f"cannot read the registry: {_reason(exc)}")
+        report.problems.append(f"cannot read the registry: {reason(exc)}")
     return report
 
 
@@ -81,7 +83,7 @@ def _sqlite_checks(conn: Connection, report: VerifyReport) -> None:
     try:
         lines = [r[0] for r in conn.exec_driver_sql("PRAGMA integrity_check").all()]
     except SQLAlchemyError as exc:
-        report.problems.append(f"SQLite integrity check failed: {_reason(exc)}")
+        report.problems.append(f"SQLite integrity check failed: {reason(exc)}")
         conn.rollback()
         return
     if lines != ["ok"]:
@@ -104,7 +106,7 @@ def _check_learngene(conn: Connection, row: Any, report: VerifyReport) -> None:
         genes = conn.execute(text("SELECT id, name, shape, dtype, nbytes, sha256 FROM genes WHERE learngene_id = :id "
                                   "ORDER BY id"), {"id": row.id}).all()
     except SQLAlchemyError as exc:
-        report.problems.append(f"learngene '{name}': cannot list its genes: {_reason(exc)}")
+        report.problems.append(f"learngene '{name}': cannot list its genes: {reason(exc)}")
         conn.rollback()
         return
     if not genes:
@@ -114,7 +116,7 @@ def _check_learngene(conn: Connection, row: Any, report: VerifyReport) -> None:
         try:
             data = conn.execute(text("SELECT data FROM genes WHERE id = :id"), {"id": gene.id}).scalar_one()
         except SQLAlchemyError as exc:
-            report.problems.append(f"learngene '{name}' gene '{gene.name}' cannot be read: {_reason(exc)}")
+            report.problems.append(f"learngene '{name}' gene '{gene.name}' cannot be read: {reason(exc)}")
             conn.rollback()
             continue
         data = bytes(data)
@@ -136,7 +138,7 @@ def _check_learngene(conn: Connection, row: Any, report: VerifyReport) -> None:
         assets = conn.execute(text("SELECT filename, sha256, data FROM assets WHERE learngene_id = :id"),
                               {"id": row.id}).all()
     except SQLAlchemyError as exc:
-        report.problems.append(f"learngene '{name}': cannot read its assets: {_reason(exc)}")
+        report.problems.append(f"learngene '{name}': cannot read its assets: {reason(exc)}")
         conn.rollback()
         return
     for asset in assets:

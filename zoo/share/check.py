@@ -17,7 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..api import NAME_PATTERN
 from ..errors import ArtifactError
+from ..importance import META_KEY
+from ..pipeline import STORAGE_DTYPES
 from .layout import (CALIBRATION, FORMAT, FORMAT_VERSION, GENE_DTYPES, HEX64, ITEM_SIZE, MANIFEST,
                      MAX_ASSET_BYTES, MAX_ASSETS, MAX_GENE_BYTES, MAX_GENES, MAX_JSON_BYTES, MAX_NDIM,
                      MAX_SAFETENSORS_HEADER, METADATA, PART, README, ROLE, SAFE_NAME, content_sha256, sha256_of)
@@ -231,8 +234,6 @@ def read_artifact(folder: Path, ref: str | None = None) -> Artifact:
 
 
 def _check_meta(ref: str, meta: dict[str, Any]) -> dict[str, Any]:
-    from ..api import NAME_PATTERN
-    from ..pipeline import STORAGE_DTYPES
 
     out = {
         "name": _text(ref, meta.get("name"), "the learngene name", 128, NAME_PATTERN),
@@ -355,7 +356,6 @@ def _check_gene_bytes(ref: str, gene: dict[str, Any], data: bytes) -> None:
 
 
 def _check_calibration(ref: str, data: bytes) -> None:
-    from ..importance import META_KEY
 
     header = _safetensors_header(ref, data, "the calibration")
     if any(not ROLE.fullmatch(k) or len(t["shape"]) > 2 for k, t in header.items()):

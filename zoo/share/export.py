@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..api import registry_session
 from ..errors import InvalidConfigError
 from .layout import (CALIBRATION, CONTENT_FIELDS, FORMAT, FORMAT_VERSION, MANIFEST, METADATA, ORG_REPO,
                      README, SAFE_NAME, content_sha256, sha256_of, stored_content_sha256)
@@ -27,7 +28,6 @@ def export_learngene(name: str, out: str | os.PathLike[str], registry: Any = Non
     """Write learngene ``name`` as a folder at ``out`` (new, or an empty folder), atomically: the folder is written
     beside ``out`` and renamed into place, so a failed export leaves nothing. ``registry``: a :class:`Registry`,
     a path or URL, or None for the default. Reading only: a registry on read-only storage exports too."""
-    from ..api import registry_session
 
     with registry_session(registry) as reg:
         return _export(reg, name, out)

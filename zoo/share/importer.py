@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..api import check_name, registry_session
 from ..errors import DuplicateNameError, InvalidConfigError, SourceNotFoundError, UnknownNameError
+from ..registry import LearngeneInfo
 from .check import Artifact, is_artifact, read_artifact, refused
 from .layout import (CALIBRATION, CONTENT_FIELDS, MANIFEST, MAX_ASSET_BYTES, MAX_GENE_BYTES, METADATA, ORG_REPO,
                      PART, README, stored_content_sha256)
@@ -85,8 +87,6 @@ def import_learngene(ref: str, registry: Any = None, name: str | None = None, li
     """Import the exported learngene at ``ref`` (a folder or ``ORG/REPO``) into ``registry``; see the module
     docstring. ``name``: store it under another name. ``link_parent=False``: import a refined learngene whose parent
     this registry lacks, without the link."""
-    from ..api import check_name, registry_session
-    from ..registry import LearngeneInfo
 
     art = find_artifact(ref)  # everything checked before the registry is opened
     meta = art.meta

@@ -1,0 +1,229 @@
+"""zoo's import graph, read statically (AST), so these tests are fast and import nothing.
+
+- No cycles among zoo's modules, counting the imports a module runs when it is imported (module level, class
+  bodies, ``try``/``if`` blocks; not ``if TYPE_CHECKING:``).
+- No module imports another module's private (``_name``) names.
+- A function-level (deferred) import is only for something heavy, so that commands that do not need it never load
+  it: a heavy third-party package (``HEAVY``), or a zoo module that imports one when it is imported. A deferred
+  import of anything light only hides an arrow of the graph; the few that are deliberate are listed in
+  ``DEFERRED`` with the reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "zoo"
+
+# Third-party packages that cost noticeable import time or are optional.
+HEAVY = frozenset({
+    "torch", "transformers", "safetensors", "scipy", "numpy", "timm", "onnx", "gguf", "pywt", "PIL", "accelerate",
+    "huggingface_hub", "tqdm", "sqlalchemy", "alembic", "psycopg", "psycopg2", "pydoc_data",
+    "skimage",  # optional: calibration photographs
+})
+# (importing module, imported module): why the import is deferred although the imported module is light.
+DEFERRED = {
+    ("zoo.testing", "zoo.cli"): "importing zoo.cli loads every plugin; zoo.testing is loaded by every pytest session",
+    ("zoo.api", "zoo.share"): "zoo.share (export and import) builds on zoo.api; add_learngene hands it an exported one",
+}
+
+
+@dataclass
+class Module:
+    name: str
+    path: Path
+    is_package: bool
+    imports: set[str] = field(default_factory=set)  # run at import time: zoo modules and top-level packages
+    deferred: list[tuple[int, str]] = field(default_factory=list)  # (line, imported module) inside functions
+    private: list[tuple[int, str]] = field(default_factory=list)  # (line, "module._name") taken from another module
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Module]:
+    return {module_name(p): Module(module_name(p), p, p.name == "__init__.py") for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def is_type_checking(node: ast.AST) -> bool:
+    test = node.test if isinstance(node, ast.If) else None
+    return test is not None and "TYPE_CHECKING" in ast.unparse(test)
+
+
+def base_of(node: ast.ImportFrom, module: Module) -> str:
+    """The module a ``from ... import`` statement names, relative imports resolved."""
+    if not node.level:
+        return node.module or ""
+    package = module.name if module.is_package else module.name.rpartition(".")[0]
+    for _ in range(node.level - 1):
+        package = package.rpartition(".")[0]
+    return f"{package}.{node.module}" if node.module else package
+
+
+def targets(node: ast.Import | ast.ImportFrom, module: Module, known: set[str]
+            ) -> list[tuple[str, str | None, str | None]]:
+    """One import statement as (imported module, name taken from it, local name bound to the module). zoo
+    modules go by their full name, other packages by their top-level name."""
+    out: list[tuple[str, str | None, str | None]] = []
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            if alias.name in known:
+                out.append((alias.name, None, alias.asname))
+            else:
+                out.append((alias.name.split(".")[0], None, None))
+        return out
+    base = base_of(node, module)
+    for alias in node.names:
+        if f"{base}.{alias.name}" in known:  # `from . import assemble`: the submodule
+            out.append((f"{base}.{alias.name}", None, alias.asname or alias.name))
+        elif base in known:
+            out.append((base, alias.name, None))
+        else:
+            out.append((base.split(".")[0], alias.name, None))
+    return out
+
+
+def scan(module: Module, known: set[str]) -> None:
+    tree = ast.parse(module.path.read_text(), str(module.path))
+    bound: dict[str, str] = {}  # local name -> the zoo module it is bound to
+
+    def record(node: ast.Import | ast.ImportFrom, deferred: bool) -> None:
+        for target, name, local in targets(node, module, known):
+            if local is not None:
+                bound[local] = target
+            if name and name.startswith("_") and not name.startswith("__") and target in known \
+                    and target != module.name:
+                module.private.append((node.lineno, f"{target}.{name}"))
+            if target == module.name or module.name.startswith(target + "."):
+                continue  # the module itself, or a package it is part of (initialized before it)
+            if deferred:
+                module.deferred.append((node.lineno, target))
+            else:
+                module.imports.add(target)
+
+    def visit(node: ast.AST, deferred: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                record(child, deferred)
+            elif isinstance(child, ast.If) and is_type_checking(child):
+                for sub in child.orelse:
+                    visit(ast.Module(body=[sub], type_ignores=[]), deferred)
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                visit(child, True)
+            else:
+                visit(child, deferred)
+
+    visit(tree, False)
+    for node in ast.walk(tree):  # `pipeline._helper` on an imported zoo module
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            module.private.append((node.lineno, f"{bound[node.value.id]}.{node.attr}"))
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, Module]:
+    found = modules()
+    for module in found.values():
+        scan(module, set(found))
+    return found
+
+
+def heavy_modules(graph: dict[str, Module]) -> set[str]:
+    """zoo modules that import a heavy package when they are imported (directly or through other zoo modules)."""
+    heavy: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for module in graph.values():
+            if module.name not in heavy and any(t in HEAVY or t in heavy for t in module.imports):
+                heavy.add(module.name)
+                changed = True
+    return heavy
+
+
+def cycles(graph: dict[str, Module]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each as a sorted list."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def connect(name: str) -> None:
+        index[name] = low[name] = len(index)
+        stack.append(name)
+        on_stack.add(name)
+        for target in sorted(t for t in graph[name].imports if t in graph):
+            if target not in index:
+                connect(target)
+                low[name] = min(low[name], low[target])
+            elif target in on_stack:
+                low[name] = min(low[name], index[target])
+        if low[name] == index[name]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == name:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for name in sorted(graph):
+        if name not in index:
+            connect(name)
+    return found
+
+
+def test_the_scan_sees_imports(graph):
+    # guards the checks below against a scan that finds nothing
+    assert "zoo.genes" in graph["zoo.adapters"].imports and "zoo.errors" in graph["zoo.adapters"].imports
+    assert "torch" in {t for _, t in graph["zoo.pipeline"].deferred}
+    assert {"zoo.registry.store", "sqlalchemy"} <= heavy_modules(graph) | HEAVY
+    assert "zoo.genes" not in heavy_modules(graph)
+
+
+def test_no_import_cycles(graph):
+    assert cycles(graph) == []
+
+
+def test_cycle_detection_finds_a_cycle(graph):
+    looped = {name: Module(name, m.path, m.is_package, set(m.imports)) for name, m in graph.items()}
+    looped["zoo.genes"].imports.add("zoo.pipeline")  # pipeline imports genes
+    assert any({"zoo.genes", "zoo.pipeline"} <= set(c) for c in cycles(looped))
+
+
+def test_no_private_names_across_modules(graph):
+    offences = [f"{m.name}:{line} uses {name}" for m in graph.values() for line, name in m.private]
+    assert offences == []
+
+
+def test_deferred_imports_are_for_heavy_dependencies(graph):
+    heavy = heavy_modules(graph)
+    offences = []
+    for module in graph.values():
+        for line, target in module.deferred:
+            if target in HEAVY or target in heavy or (module.name, target) in DEFERRED:
+                continue
+            kind = "zoo module" if target in graph else ("stdlib module" if target in sys.stdlib_module_names
+                                                          else "light package")
+            offences.append(f"{module.name}:{line} defers importing {target} ({kind}): import it at module level")
+    assert offences == []
+
+
+def test_deferred_exceptions_are_still_needed(graph):
+    heavy = heavy_modules(graph)
+    stale = [pair for pair in DEFERRED
+             if pair[1] in heavy or pair[1] not in {target for _, target in graph[pair[0]].deferred}]
+    assert stale == []
