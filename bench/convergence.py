@@ -561,6 +561,8 @@ def _saved_range(shares: Sequence[float]) -> str:
     """``mean% (min-max)`` over seeds; never-reached seeds count as below 0%."""
     def pct(x: float) -> str:
         return "<0%" if not math.isfinite(x) else (">=100%" if x >= 1.0 else f"{100 * x:.0f}%")
+    if len(shares) == 1 and not math.isfinite(shares[0]):
+        return "not reached (<0%)"
     if not all(math.isfinite(x) for x in shares):
         reached = [x for x in shares if math.isfinite(x)]
         return f"not reached in {len(shares) - len(reached)} of {len(shares)} seeds"

@@ -1,11 +1,11 @@
 """How much of the source's computation survives a width reduction? A training-free diagnostic for docs/ablations.md.
 
 MiniLM (6 x 384) is narrowed to 6 x 256 (depth kept, so only the neuron axes change) by Weight Selection, by the
-DCT (keep 1), and by the DCT over a neuron-sorted copy of MiniLM. Each method is a linear map ``M`` from the
-source's hidden coordinates to the target's (selection rows for ``select``, the crop ``C_256^T C_384[:256]`` for
-the DCT). If the narrow model computed what the source computes, seen through ``M``, its hidden states after
-layer ``l`` would equal ``M h_l``. The table gives their mean cosine similarity per token (1 = the same up to
-scale) on held-out prose.
+DCT (keep 1), by the DCT over a neuron-sorted copy of MiniLM, and by the ordered learngene (calibrated ranking).
+Each method is a linear map ``M`` from the source's hidden coordinates to the target's (selection rows for
+``select`` and ``ordered``, the crop ``C_256^T C_384[:256]`` for the DCT). If the narrow model computed what the
+source computes, seen through ``M``, its hidden states after layer ``l`` would equal ``M h_l``. The table gives
+their mean cosine similarity per token (1 = the same up to scale) on held-out prose.
 
     python bench/function_transfer.py [--threads N]
 """
@@ -57,19 +57,27 @@ def main(argv: list[str] | None = None) -> int:
         sorted_dir = Path(tmp) / "sorted"
         convergence.sorted_source(str(source), sorted_dir)
         registry, added = Path(tmp) / "r.db", set()
-        for label, src, strategy, stats in [("select", source, "select", "restore"),
+        zoo.add_learngene(str(source), transform="ordered", name="ordered", registry=registry)
+        added.add("ordered")
+        from zoo.importance import Calibration, top_units
+
+        ranked = top_units(Calibration.from_bytes(zoo.show_learngene("ordered", registry=registry).calibration)
+                           .scores["hidden"], m)
+        maps["ordered"] = torch.eye(n)[ranked]
+        for label, src, strategy, stats in [("ordered (zoo's default)", source, "ordered", "restore"),
+                                            ("select", source, "select", "restore"),
                                             ("dct, keep 1", source, "spectral", "restore"),
                                             ("dct, keep 1, stats none", source, "spectral", "none"),
                                             ("dct, keep 1, neurons sorted", sorted_dir, "spectral", "restore")]:
-            name = "sorted" if src == sorted_dir else "plain"
+            name = "sorted" if src == sorted_dir else ("ordered" if strategy == "ordered" else "plain")
             if name not in added:
-                zoo.add_learngene(str(src), keep=1.0, name=name, registry=registry)
+                zoo.add_learngene(str(src), transform="dct", keep=1.0, name=name, registry=registry)
                 added.add(name)
             reference = hidden_states(BertModel.from_pretrained(src).eval(), ids)
             narrow = zoo.materialize("bert", learngene=name, hidden=m, registry=registry, strategy=strategy,
                                      stats=stats, device="cpu")
             got = hidden_states(narrow, ids)
-            mapping = maps["select" if strategy == "select" else "dct"]
+            mapping = maps[strategy if strategy in ("select", "ordered") else "dct"]
             rows.append((label, [cosine(g, r @ mapping.T) for g, r in zip(got, reference)]))
     print(f"| method (6 x 384 -> 6 x {m}) | " + " | ".join(["embeddings"] + [f"layer {i}" for i in range(1, 7)]) + " |")
     print("|---|" + "---|" * 7)

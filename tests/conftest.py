@@ -35,12 +35,12 @@ def minilm_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_registry(tmp_path_factory, minilm_dir) -> Path:
-    """A registry holding MiniLM's full (keep=1) and half (keep=0.5) learngenes; extracted once per session."""
+    """A registry holding MiniLM's full (keep=1) and half (keep=0.5) DCT learngenes; extracted once per session."""
     import zoo
 
     path = tmp_path_factory.mktemp("minilm") / "registry.db"
-    zoo.add_learngene(str(minilm_dir), keep=1.0, name="minilm-full", registry=path)
-    zoo.add_learngene(str(minilm_dir), keep=0.5, name="minilm-half", registry=path)
+    zoo.add_learngene(str(minilm_dir), transform="dct", keep=1.0, name="minilm-full", registry=path)
+    zoo.add_learngene(str(minilm_dir), transform="dct", keep=0.5, name="minilm-half", registry=path)
     return path
 
 

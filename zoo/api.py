@@ -523,6 +523,8 @@ def add_default_learngene(reg: Registry, arch: str, notify: Any, progress: bool 
 @contextmanager
 def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     """Draw from torch's generators seeded with ``seed``, leaving the caller's generator state as it was."""
+    import torch
+
     if seed is None:
         yield
         return

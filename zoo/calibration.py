@@ -86,6 +86,8 @@ def text_batches(checkpoint: Any, text: str, samples: int, tokens: int = TEXT_TO
                                  "use --calibrate none (weights only)")
     with tempfile.TemporaryDirectory() as folder:
         for filename, data in checkpoint.assets.items():
+            if "/" in filename or "\\" in filename:  # a sentence-transformers module's config: not the tokenizer
+                continue
             (Path(folder) / filename).write_bytes(data)
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder)
