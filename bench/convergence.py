@@ -805,6 +805,29 @@ def write_section(path: Path, key: str, body: str, title: str) -> None:
     path.write_text(text)
 
 
+def read_log(path: Path) -> dict[str, Any]:
+    """The runs a (possibly interrupted) benchmark printed, as its JSON would hold them: every finished run's
+    curve, exactly as measured. A family's budget and size come from a JSON of the same family in the same
+    ``--render``; the command is the log's own first line when it has one (``# command: ...``)."""
+    import re
+
+    notes = {m.name: m.note for m in (RANDOM, ORDERED, BUNDLED, DCT, DCT_UNCALIBRATED, DWT, SELECT, DUPLICATE)}
+    line_re = re.compile(r"^\s*(.+?) seed (\d+): ((?:\d+:\S+ ?)+)\s+\((\d+) s\)")
+    families: list[dict[str, Any]] = []
+    for line in path.read_text().splitlines():
+        if line.startswith("== ") and ": " in line and "skipped" not in line:
+            task, describe = line[3:].split(": ", 1)
+            families.append({"task": task, "describe": describe, "methods": {}})
+            continue
+        match = line_re.match(line)
+        if match and families:
+            name, seed, points, elapsed = match.groups()
+            curve = [(int(a), float(b)) for a, b in (p.split(":") for p in points.split())]
+            method = families[-1]["methods"].setdefault(name, {"runs": [], "note": notes.get(name, "")})
+            method["runs"].append({"seed": int(seed), "curve": curve, "train_s": float(elapsed)})
+    return {"command": None, "environment": None, "families": families, "log": str(path)}
+
+
 # -- main ----------------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="\n\n".join(__doc__.split("\n\n")[-1:]),
@@ -846,15 +869,27 @@ def main(argv: list[str] | None = None) -> int:
            "torch threads": torch.get_num_threads(), "cpus": os.cpu_count()}
     families = []
     if args.render:  # one or more saved runs (e.g. one process per family), merged in the order given
-        runs = [json.loads(Path(path).read_text()) for path in args.render.split(",")]
-        command = " ; ".join(dict.fromkeys(run["command"] for run in runs))
-        env, families = runs[0]["environment"], []
+        runs = [read_log(Path(path)) if path.endswith(".log") else json.loads(Path(path).read_text())
+                for path in args.render.split(",")]
+        command = " ; ".join(dict.fromkeys(run["command"] for run in runs if run.get("command")))
+        env = next(run["environment"] for run in runs if run.get("environment"))
+        families = []
         for family in (f for run in runs for f in run["families"]):
             same = next((f for f in families if f["task"] == family["task"]), None)
             if same is None:
                 families.append(family)
-            else:  # the same family split over processes: one table (random init comes from the first run)
-                same["methods"].update({k: v for k, v in family["methods"].items() if k not in same["methods"]})
+                continue
+            # the same family split over processes: one table, each method's runs merged by seed
+            for key, value in family.items():
+                same.setdefault(key, value)
+            for name, method in family["methods"].items():
+                mine = same["methods"].setdefault(name, method)
+                if mine is not method and "runs" in method:
+                    seeds = {run["seed"] for run in mine.get("runs", [])}
+                    mine.setdefault("runs", []).extend(r for r in method["runs"] if r["seed"] not in seeds)
+                    mine["runs"].sort(key=lambda r: r["seed"])
+        for f in families:
+            f["seeds"] = sorted({r["seed"] for m in f["methods"].values() for r in m.get("runs", [])})
         for f in families:  # random init first, as in a run
             f["methods"] = dict(sorted(f["methods"].items(), key=lambda kv: kv[0] != "random"))
         families = [score(f) for f in families]
