@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 import zoo
 from zoo.cli import cli
-from zoo.registry.store import sha256
+from zoo.registry.util import sha256
 from zoo.share import MANIFEST, METADATA, content_sha256
 
 MARKER = Path("/tmp") / f"zoo-pickle-ran-{os.getpid()}"

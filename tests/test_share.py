@@ -20,7 +20,8 @@ import zoo
 from zoo.cli import cli
 from zoo.importance import Calibration
 from zoo.registry import Registry
-from zoo.registry.store import now, to_url
+from zoo.registry.store import to_url
+from zoo.registry.util import now, sha256
 from zoo.share import MANIFEST, METADATA, read_artifact, stored_content_sha256
 
 
@@ -38,7 +39,7 @@ def fingerprint(location, name: str) -> dict:
         return {
             "genes": [(g["name"], g["sha256"], g["shape"], g["axes"]) for g in info.gene_summary],
             "fan_in": [g["fan_in"] for g in reg.stored_genes(name)],
-            "assets": {k: zoo.registry.store.sha256(v) for k, v in reg.assets(name).items()},
+            "assets": {k: sha256(v) for k, v in reg.assets(name).items()},
             "calibration": info.calibration, "refinement": info.refinement, "parent": info.parent,
             "meta": (info.family, info.source, info.source_sha256, info.source_config, info.transform,
                      info.transform_params, info.keep, info.dtype, info.created_at),
@@ -145,7 +146,7 @@ def _rehash(folder: Path) -> None:
     manifest = json.loads((folder / MANIFEST).read_text())
     for rel in manifest["files"]:
         data = (folder / rel).read_bytes()
-        manifest["files"][rel] = {"sha256": zoo.registry.store.sha256(data), "size": len(data)}
+        manifest["files"][rel] = {"sha256": sha256(data), "size": len(data)}
     (folder / MANIFEST).write_text(json.dumps(manifest))
 
 
@@ -172,7 +173,7 @@ def hf_cache(folder: Path, cache: Path, repo: str, commit: str = "a" * 40) -> Pa
     snapshot = repo_dir / "snapshots" / commit
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         data = path.read_bytes()
-        blob = repo_dir / "blobs" / zoo.registry.store.sha256(data)
+        blob = repo_dir / "blobs" / sha256(data)
         blob.parent.mkdir(exist_ok=True)
         blob.write_bytes(data)
         link = snapshot / path.relative_to(folder)
