@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from zoo import InvalidConfigError, hookimpl
-from zoo.genes import DEPTH, resizable
+from zoo.genes import resizable
 from zoo.importance import Calibration, depth_order, descending, top_heads, top_units, unit_scores
 from zoo_plugins.baselines import duplicate_indices, select_indices
 

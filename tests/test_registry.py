@@ -33,8 +33,8 @@ def test_example_registry_is_at_head_and_holds_minilm_and_dinov2(tmp_path):
         assert revision == head_revision(reg)
         infos = reg.list()
     assert mode == "delete"  # no -wal/-shm sidecars in a clone
-    assert sorted((i.name, i.family) for i in infos) == [("all-minilm-l6-v2.dct", "bert"),
-                                                         ("dinov2-small-imgfocus.dct", "vit")]
+    assert sorted((i.name, i.family) for i in infos) == [("all-minilm-l6-v2.ordered-half", "bert"),
+                                                         ("dinov2-small-imgfocus.ordered-half", "vit")]
     assert all(i.source_config["hidden_size"] == 384 for i in infos)
     assert EXAMPLE.stat().st_size <= 20_000_000
 
@@ -44,7 +44,7 @@ def test_default_registry_starts_from_the_example(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     assert example_registry_path() == EXAMPLE
     model = zoo.materialize("bert", layers=2, hidden=128, device="cpu")
-    assert model.zoo_report["learngene"] == "all-minilm-l6-v2.dct"
+    assert model.zoo_report["learngene"] == "all-minilm-l6-v2.ordered-half"
     assert (tmp_path / "data" / "zoo" / "registry.db").is_file()
     assert model.config.num_attention_heads == 4  # head size 32 kept
 

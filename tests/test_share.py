@@ -86,8 +86,8 @@ def test_export_is_a_self_describing_hub_folder(exported, lineage_registry):
     from huggingface_hub import ModelCard  # how the Hub reads the card's metadata
 
     data = ModelCard.load(folder / "README.md").data
-    assert data.library_name == "zoo" and {"zoo", "learngene", "bert", "dct"} <= set(data.tags)
     meta = json.loads((folder / METADATA).read_text())
+    assert data.library_name == "zoo" and {"zoo", "learngene", "bert", meta["transform"]} <= set(data.tags)
     assert meta["parent"]["name"] == "tiny" and meta["lineage"] == ["tiny"]
     assert meta["refinement"]["steps"] == 3
     # each gene file is the registry's bytes: its sha256 is the gene's sha256 there

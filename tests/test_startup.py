@@ -52,7 +52,7 @@ def test_imports_load_no_torch(tmp_path, code):
     assert heavy(modules) == []
 
 
-@pytest.mark.parametrize("args", [["--help"], ["learngene", "list"], ["learngene", "show", "all-minilm-l6-v2.dct"],
+@pytest.mark.parametrize("args", [["--help"], ["learngene", "list"], ["learngene", "show", "all-minilm-l6-v2.ordered-half"],
                                   ["plugins", "--json"]])
 def test_listing_commands_load_no_torch(tmp_path, args):
     modules = imported(tmp_path, RUN_CLI, *args)

@@ -241,7 +241,7 @@ def test_deit_shaped_targets_from_the_dinov2_learngene(example_registry, dinov2,
     model = zoo.materialize("vit", layers=layers, hidden=hidden, heads=heads, registry=example_registry,
                             out=tmp_path / "deit", device="cpu",
                             options={"format": "timm", "img_size": 224, "patch_size": 16})
-    assert model.zoo_report["learngene"] == "dinov2-small-imgfocus.dct"
+    assert model.zoo_report["learngene"] == "dinov2-small-imgfocus.ordered-half"
     loaded = load_printed(model)  # timm's own loader, from the file zoo wrote
     assert loaded.patch_embed.proj.weight.shape == (hidden, 3, 16, 16)
     assert loaded.pos_embed.shape == (1, 1 + 14 * 14, hidden)

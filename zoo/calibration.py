@@ -21,7 +21,6 @@ of one gene layer), so any adapter that can build its source model is covered, w
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from collections import defaultdict
@@ -82,7 +81,7 @@ def text_batches(checkpoint: Any, text: str, samples: int, tokens: int = TEXT_TO
     from transformers import AutoTokenizer
 
     if not _has_tokenizer(checkpoint):
-        raise InvalidConfigError("this source has no tokenizer files, so it cannot be calibrated on text; "
+        raise InvalidConfigError("the source has no tokenizer files, so it cannot be calibrated on text; "
                                  "use --calibrate none (weights only)")
     with tempfile.TemporaryDirectory() as folder:
         for filename, data in checkpoint.assets.items():
@@ -92,7 +91,7 @@ def text_batches(checkpoint: Any, text: str, samples: int, tokens: int = TEXT_TO
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder)
         except (ValueError, OSError) as exc:
-            raise InvalidConfigError(f"cannot load this source's tokenizer for calibration ({str(exc).splitlines()[0]}); "
+            raise InvalidConfigError(f"the source's tokenizer cannot be loaded ({str(exc).splitlines()[0].strip()}); "
                                      "use --calibrate none (weights only)") from exc
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     n = max(1, min(samples, len(ids) // tokens))
@@ -358,12 +357,16 @@ def calibrate(adapter: Any, checkpoint: Any, genome: Genome, data: str | Path = 
         batches = image_batches(photos, samples, size, int(config.get("num_channels") or 3))
         what = "scikit-image photographs" if path is None else str(path)
     else:
-        if path is None and not _has_tokenizer(checkpoint):  # nothing to read the built-in prose with
-            meta = {"data": "none (weights only: the source has no tokenizer files)", "samples": 0,
+        text = prose() if path is None else _text_from(path)
+        try:
+            batches = text_batches(checkpoint, text, samples)
+        except InvalidConfigError as exc:
+            if path is not None:
+                raise
+            # the built-in prose needs the source's tokenizer: without one, rank from the weights and say so
+            meta = {"data": f"none (weights only: {str(exc).split(';')[0]})", "samples": 0,
                     "seconds": round(time.perf_counter() - start, 2)}
             return Calibration(weight_scores(genome, sizes), meta)
-        text = prose() if path is None else _text_from(path)
-        batches = text_batches(checkpoint, text, samples)
         what = "pydoc_data prose" if path is None else str(path)
     rec = _Recorder(genome, sizes)
     handles = _attach(model, genome, sizes, rec)

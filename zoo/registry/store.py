@@ -379,7 +379,7 @@ class Registry:
                 f"({BUSY_RETRIES + 1} tries); try again"
             )
         if _sqlstate(getattr(exc, "orig", exc)) in ("25006", "42501"):  # read-only transaction, no privilege
-            return RegistryError(f"{prefix}registry {self.where} is read-only ({_reason(exc)}); nothing was "
+            return RegistryError(f"{prefix}registry {self.where} is read-only ({reason(exc)}); nothing was "
                                  f"changed: reading commands work, writes need a user and server allowed to write")
         if "readonly database" in str(getattr(exc, "orig", exc)).lower():
             return RegistryError(f"{prefix}registry {self.where} is read-only; nothing was changed: reading "
@@ -449,7 +449,7 @@ class Registry:
                    SqlGene.nbytes, SqlGene.sha256, SqlGene.fan_in)
 
         def rows(session: Session) -> list[Any]:
-            row = self._row(session, name)
+            row = learngene_row(session, name)
             return list(session.execute(select(*columns).where(SqlGene.learngene_id == row.id).order_by(SqlGene.id)))
 
         def blob(session: Session, gene_id: int) -> bytes:

@@ -137,8 +137,8 @@ def _parent(reg: Any, meta: dict[str, Any], ref: str) -> str | None:
     parent = meta["parent"]
     if parent is None:
         return None
-    hint = (f"import the parent first (its exported folder or repository), or pass --no-parent to import it "
-            f"without the link")
+    hint = ("import the parent first (its exported folder or repository), or pass --no-parent to import it "
+            "without the link")
     try:
         have = stored_content_sha256(reg, parent["name"])
     except UnknownNameError:
