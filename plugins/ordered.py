@@ -101,9 +101,10 @@ def _unit_index(calibration: Calibration, role: str, layer: int | None, source: 
 
 
 def _head_map(calibration: Calibration, layer: int | None, source: tuple[int, int], stored: tuple[int, int],
-              target: tuple[int, int]) -> torch.Tensor | None:
+              target: tuple[int, int], spread: bool = False) -> torch.Tensor | None:
     """Grouped-query heads: flat indices into the stored ``(kv_heads, q_per_kv)`` for the target's, groups and
-    the heads within each group ranked by score (a query head stays in its group)."""
+    the heads within each group ranked by score (a query head stays in its group). ``spread``: a growing axis
+    copies its units evenly, exactly as k and v's ``kv_heads`` axis does on its own (the two must agree)."""
     import torch
 
     if stored == target == source:
@@ -115,8 +116,12 @@ def _head_map(calibration: Calibration, layer: int | None, source: tuple[int, in
     if (gn, qn) != (gs, qs):
         scores = scores[top_heads(scores, gs, gn, qn)]
     grid = scores.reshape(gn, qn)
-    groups = _ranked_index(grid.sum(-1), gm)
-    return torch.cat([_ranked_index(grid[g], qm) + g * qn for g in groups.tolist()])
+
+    def pick(values: torch.Tensor, m: int) -> torch.Tensor:
+        return duplicate_indices(values.numel(), m) if spread and m > values.numel() else _ranked_index(values, m)
+
+    groups = pick(grid.sum(-1), gm)
+    return torch.cat([pick(grid[g], qm) + g * qn for g in groups.tolist()])
 
 
 def _layer_map(order: torch.Tensor, layers: int, m: int) -> torch.Tensor:
@@ -218,7 +223,7 @@ class OrderedStrategy:
                 continue
             if pair:
                 index = _head_map(calibration, layer, source[dim:dim + 2], tuple(w.shape[dim:dim + 2]),
-                                  target[dim:dim + 2])
+                                  target[dim:dim + 2], spread=self.grow_units == "spread")
                 groups = tuple(w.shape[dim:dim + 2])
                 w = w.reshape(*w.shape[:dim], groups[0] * groups[1], *w.shape[dim + 2:])
             elif self.grow_units == "spread" and target[dim] > w.shape[dim]:

@@ -138,6 +138,20 @@ def test_growing_the_feed_forward_width_is_function_preserving_and_not_symmetric
     assert not torch.allclose(down[:, 0], down[:, 1])
 
 
+def test_growing_grouped_query_heads_keeps_q_k_v_and_o_consistent(tmp_path):
+    """KV groups 2 -> 4 and the width 32 -> 64, both whole factors: every copy is exact (RMSNorm sees each channel
+    twice), so the grown model computes the source's logits; q, o (grouped axes) and k, v (KV axis alone) must
+    map their heads alike for that to hold."""
+    src = tmp_path / "llama"
+    source = _tiny_llama(src, heads=4, kv_heads=2, hidden=32)
+    reg = tmp_path / "r.db"
+    zoo.add_learngene(str(src), transform="ordered", name="o", registry=reg, calibrate="none")
+    grown = zoo.materialize("llama", hidden=64, heads=8, kv_heads=4, learngene="o", registry=reg)
+    ids = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(grown(input_ids=ids).logits, source(input_ids=ids).logits, atol=1e-4)
+
+
 def test_the_ordered_strategy_needs_an_ordered_learngene(tmp_path, tiny_bert_dir):
     reg = tmp_path / "r.db"
     zoo.add_learngene(str(tiny_bert_dir), transform="dct", name="d", registry=reg)
