@@ -176,7 +176,7 @@ CLI_CASES = [
     (["materialize", "--from", "tiny", "--stats", "bogus", "--out", "{out}"], "'bogus' is not one of"),
     (["learngene", "add", "{tiny}", "--transform", "fft"], "unknown transform 'fft'; valid choices:"),
     (["learngene", "add", "{tiny}", "--dtype", "int8"], "'int8' is not one of"),
-    (["learngene", "add", "{tiny}", "--param", "foo=1"], "transform 'dct' has no parameter 'foo'"),
+    (["learngene", "add", "{tiny}", "--transform", "dct", "--param", "foo=1"], "transform 'dct' has no parameter 'foo'"),
     (["learngene", "add", "{tiny}", "--param", "novalue"], "expected KEY=VALUE, got 'novalue'"),
 ]
 
@@ -231,7 +231,7 @@ API_CASES = [
     ("add_learngene", dict(keep={"hidden": 0}), zoo.InvalidConfigError, "ratio for 'hidden' must be in (0, 1]"),
     ("add_learngene", dict(dtype="float64"), zoo.InvalidConfigError, "unknown storage dtype 'float64'"),
     ("add_learngene", dict(transform="nope"), zoo.UnknownNameError, "unknown transform 'nope'"),
-    ("add_learngene", dict(params={"x": 1}), zoo.InvalidConfigError, "transform 'dct' has no parameter 'x'"),
+    ("add_learngene", dict(transform="dct", params={"x": 1}), zoo.InvalidConfigError, "transform 'dct' has no parameter 'x'"),
     ("add_learngene", dict(source="/does/not/exist"), zoo.SourceNotFoundError, "neither an existing path"),
     ("add_learngene", dict(source="{garbage}"), zoo.ZooError, "cannot read the weights of"),
 ]

@@ -185,9 +185,12 @@ def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: An
 
         from .calibration import calibrate as run_calibration, genome_of  # runs the model: torch, transformers
 
+        try:
+            genome = genome_of(groups)  # the source's weights, read once for the calibration model
+        except (ValueError, OSError) as exc:  # a damaged file: the same one line as when extraction finds it
+            raise _unreadable(source, exc) from exc
         with torch.no_grad():
-            calibration = run_calibration(adapter, checkpoint, genome_of(groups), calibrate[0], calibrate[1],
-                                          device=device)
+            calibration = run_calibration(adapter, checkpoint, genome, calibrate[0], calibrate[1], device=device)
         if any(ratio < 1.0 for ratio in keep_ratios.values()):  # store the most important units only
             groups = list(ordered_groups(groups, calibration, lambda role, n: kept_size(n, role, keep_ratios)))
             selected = True
