@@ -420,10 +420,15 @@ def build(task: Task, method: Method, genes: Learngenes, seed: int = SEED) -> to
         adapter, config = target_config(task)
         return adapter.build(config, {})
     registry = genes.registry
-    if method.bundled:
+    if method.bundled:  # a copy: opening a registry may switch its journal mode, and the clone's file stays as is
+        import shutil
+
         from zoo.registry import open_registry
 
-        registry = open_registry(str(ROOT / "registry.db.example"))
+        copy = genes.folder / "example.db"
+        if not copy.exists():
+            shutil.copyfile(ROOT / "registry.db.example", copy)
+        registry = open_registry(str(copy))
         name = method.bundled
     else:
         name = genes.get(task, method)

