@@ -388,7 +388,7 @@ def _run(*args, ok=True):
 
 def test_dct_and_dwt_learngenes_coexist_and_build_the_same_architecture(minilm_dir, tmp_path):
     reg = tmp_path / "r.db"
-    _run("learngene", "add", minilm_dir, "--name", "m.dct", "--registry", reg)
+    _run("learngene", "add", minilm_dir, "--transform", "dct", "--name", "m.dct", "--registry", reg)
     added = _run("learngene", "add", minilm_dir, "--transform", "dwt", "--wavelet", "haar", "--level", 1,
                  "--name", "m.dwt", "--registry", reg).output
     assert "added learngene 'm.dwt' (bert, dwt" in added
@@ -418,7 +418,7 @@ def test_dct_and_dwt_learngenes_coexist_and_build_the_same_architecture(minilm_d
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--wavelet", "haar"], "transform 'dct' has no parameter 'wavelet'; valid: (none)"),
+        (["--transform", "dct", "--wavelet", "haar"], "transform 'dct' has no parameter 'wavelet'; valid: (none)"),
         (["--transform", "dwt", "--wavelet", "nope"], "unknown wavelet 'nope'; valid choices:"),
         (["--transform", "dwt", "--mode", "smooth"], "unknown wavelet mode 'smooth'; valid choices:"),
         (["--transform", "dwt", "--level", "-1"], "-1 is not in the range x>=0"),

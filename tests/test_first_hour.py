@@ -187,7 +187,7 @@ def test_dry_run_plans_and_writes_nothing_and_json_reports(st_registry, tmp_path
     assert json.loads((tmp_path / "bert-1x16" / "zoo.json").read_text())["learngene_sha256"] == made["learngene_sha256"]
     added = json.loads(run("learngene", "add", str(tmp_path / "bert-1x16"), "--json", "--registry",
                            tmp_path / "r.db").output)
-    assert added["name"] == "bert-1x16.dct" and added["family"] == "bert"
+    assert added["name"] == "bert-1x16.ordered" and added["family"] == "bert"
 
 
 # -- Hub-ready outputs ---------------------------------------------------------------------------------------------
@@ -234,7 +234,7 @@ def test_model_card_and_carried_files(st_dir, tmp_path, monkeypatch):
     assert card.data.pipeline_tag == "sentence-similarity"
     record = json.loads((out / "zoo.json").read_text())
     assert record["command"] in card.text and record["learngene_sha256"] in card.text
-    assert "st-model.dct" in card.text and "pooler.dense.weight" in card.text  # the learngene, the fresh parameters
+    assert "st-model.ordered" in card.text and "pooler.dense.weight" in card.text  # the learngene, the fresh parameters
 
     pooling = json.loads((out / "1_Pooling" / "config.json").read_text())
     assert pooling["word_embedding_dimension"] == 16  # fitted to the target's width
@@ -472,8 +472,8 @@ def test_a_missing_family_is_added_from_its_default_hub_source(st_registry, tmp_
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     made = run("materialize", "--arch", "gpt", "--layers", 1, "--registry", registry)
     assert "has no gpt2 learngene: adding one from openai-community/gpt2" in made.output
-    assert "using learngene 'gpt2.dct'" in made.output
-    assert zoo.show_learngene("gpt2.dct", registry=registry).source == "openai-community/gpt2"
+    assert "using learngene 'gpt2.ordered'" in made.output
+    assert zoo.show_learngene("gpt2.ordered", registry=registry).source == "openai-community/gpt2"
     assert GPT2LMHeadModel.from_pretrained(tmp_path / "gpt2-1x32").config.n_layer == 1
     from huggingface_hub import ModelCard
 
@@ -499,7 +499,7 @@ def test_deit_from_the_hub_cache_offline_and_a_timm_card(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     registry = tmp_path / "r.db"
     run("learngene", "add", "deit-tiny", "--registry", registry)
-    assert zoo.show_learngene(f"{hub_id.split('/')[-1]}.dct", registry=registry).source == hub_id
+    assert zoo.show_learngene(f"{hub_id.split('/')[-1]}.ordered", registry=registry).source == hub_id
     out = tmp_path / "deit"
     run("materialize", "--arch", "vit", "--layers", 2, "--set", "format=timm", "--out", out, "--registry", registry)
     card = ModelCard.load(out / "README.md")

@@ -53,7 +53,7 @@ def source_model(source_dir) -> GPT2LMHeadModel:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, source_dir) -> Path:
     path = tmp_path_factory.mktemp("gpt2-reg") / "registry.db"
-    info = zoo.add_learngene(str(source_dir), keep=1.0, name="gpt2-full", registry=path)
+    info = zoo.add_learngene(str(source_dir), transform="dct", keep=1.0, name="gpt2-full", registry=path)
     assert info.family == "gpt2"
     assert info.keep == {"*": 1.0}
     return path

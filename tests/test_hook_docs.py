@@ -158,7 +158,7 @@ def test_hook_register_resize_strategies(zoo_register_plugin, zoo_registry, bert
     assert zoo.catalog().resize_strategies["nearest"].plugin == "nearest-test"
 
     folder, source = bert_folder
-    zoo.add_learngene(str(folder), keep=1, name="plain")
+    zoo.add_learngene(str(folder), transform="dct", keep=1, name="plain")
     zoo.add_learngene(str(folder), transform="dct-nearest", keep=1, name="dct-nearest")
 
     def layer_correlation(model):  # 2 -> 4 layers by repetition: layers 0 and 1 are one source layer

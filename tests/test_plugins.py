@@ -79,7 +79,7 @@ def test_hook_register_architectures(distilbert_plugin, distilbert_dir, tmp_path
     runner = CliRunner()
     result = runner.invoke(cli, ["learngene", "add", str(folder), "--keep", "1", "--name", "db", "--registry", str(reg)])
     assert result.exit_code == 0, result.output
-    assert "(distilbert, dct" in result.output
+    assert "(distilbert, ordered" in result.output
     result = runner.invoke(cli, ["plugins", "--json"])
     assert '"test-distilbert"' in result.output and '"runtime"' in result.output
     # same size: exact; then a deeper, wider one that loads and runs
@@ -121,7 +121,7 @@ def test_example_plugin_works_through_its_entry_point(distilbert_dir, tmp_path):
     assert listed["distilbert"]["source"] == "zoo-distilbert 0.1.0"
     assert listed["distilbert"]["module"] == "zoo_distilbert"
     assert listed["distilbert"]["architectures"] == ["distilbert"]
-    assert "(distilbert, dct" in added and "materialized DistilBertModel" in made
+    assert "(distilbert, ordered" in added and "materialized DistilBertModel" in made
     model = DistilBertModel.from_pretrained(out).eval()
     assert (model.config.n_layers, model.config.dim, model.config.n_heads, model.config.hidden_dim) == (4, 96, 6, 192)
     assert (Path(out) / "zoo.json").is_file()

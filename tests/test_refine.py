@@ -141,7 +141,7 @@ def test_cli_refines_adds_parent_and_shows_lineage(tiny_bert_dir, text_file, tmp
     assert set(refined.refinement["energy_in_block"]) == {"before", "after"}
     assert refined.source_sha256 == parent.source_sha256 and refined.keep == parent.keep
     # the parent is the source's plain learngene: the same coefficients `zoo learngene add` extracts
-    zoo.add_learngene(str(tiny_bert_dir), name="plain", keep=0.5)  # refine's default keep (zoo's is 1)
+    zoo.add_learngene(str(tiny_bert_dir), transform="dct", name="plain", keep=0.5)  # refine's default keep (zoo's is 1)
     with zoo.open_registry() as reg:
         plain, stored = reg.genes("plain"), reg.genes("tiny-bert.dct")
         changed = reg.genes("tiny-bert.dct.refined")

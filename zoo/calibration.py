@@ -33,6 +33,7 @@ import torch
 from .errors import InvalidConfigError
 from .genes import DEPTH, Gene, Genome
 from .importance import DEFAULT_SAMPLES, Calibration
+from .sources import write_assets
 
 TEXT_TOKENS = 128  # tokens per calibration sequence
 IMAGE_SIZE = 224
@@ -84,10 +85,7 @@ def text_batches(checkpoint: Any, text: str, samples: int, tokens: int = TEXT_TO
         raise InvalidConfigError("the source has no tokenizer files, so it cannot be calibrated on text; "
                                  "use --calibrate none (weights only)")
     with tempfile.TemporaryDirectory() as folder:
-        for filename, data in checkpoint.assets.items():
-            if "/" in filename or "\\" in filename:  # a sentence-transformers module's config: not the tokenizer
-                continue
-            (Path(folder) / filename).write_bytes(data)
+        write_assets(checkpoint.assets, Path(folder))
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder)
         except (ValueError, OSError) as exc:

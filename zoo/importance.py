@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from .genes import GeneGroup
+from .genes import GeneGroup, resizable
 
 META_KEY = "zoo.calibration"
 # Default calibration size: orders stop changing well before this (docs/ablations.md measures it).
@@ -159,7 +159,8 @@ def ordered_groups(groups: Any, calibration: Calibration, kept: Any) -> Any:
                 def selected(read: Any = read, layer: int = layer) -> dict[str, Any]:
                     out = {}
                     for name, t in read().items():
-                        sizes = {role: kept(role, t.shape[d]) for d, role in enumerate(axes[name])}
+                        sizes = {role: kept(role, t.shape[d]) for d, role in enumerate(axes[name])
+                                 if resizable(role)}  # vocabularies and other fixed axes are stored whole
                         out[name] = select_units(t, axes[name], calibration, layer if group.stacked else None, sizes)
                     return out
                 yield selected

@@ -24,7 +24,7 @@ from .plugins import catalog, pm
 from .refine import LearngeneSpec, energy_in_block, genome_penalty
 from .registry import LearngeneInfo
 from .registry.util import now
-from .sources import resolve
+from .sources import resolve, write_assets
 
 if TYPE_CHECKING:
     import torch
@@ -151,8 +151,7 @@ def _tokenizer(checkpoint: Any) -> Any:
     from transformers import AutoTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:  # the assets the registry stores are what the tokenizer needs
-        for filename, blob in checkpoint.assets.items():
-            (Path(tmp) / filename).write_bytes(blob)
+        write_assets(checkpoint.assets, Path(tmp))
         (Path(tmp) / "config.json").write_text(__import__("json").dumps(checkpoint.config))
         try:
             return AutoTokenizer.from_pretrained(tmp)

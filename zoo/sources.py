@@ -48,6 +48,18 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 LOCAL_HINT = "pass a local folder instead, e.g. `zoo learngene add ./my-model` (a folder with config.json and *.safetensors)"
 
 
+def write_assets(assets: Mapping[str, bytes], folder: Path) -> None:
+    """A checkpoint's small files written into ``folder`` as a model folder has them (sentence-transformers keeps
+    some in subfolders, ``1_Pooling/config.json``); names that would leave the folder are skipped."""
+    root = Path(folder).resolve()
+    for filename, data in assets.items():
+        path = (root / filename).resolve()
+        if root not in path.parents:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
 @dataclass
 class Checkpoint:
     """A model on local disk: its config (``model_type`` picks the adapter) and weight files.
