@@ -13,10 +13,10 @@ every reader and writer of an axis, and units are never blended across a nonline
   important units of each ranked axis, in their source order. It declares ``needs_calibration``, so ``learngene
   add`` calibrates the source first, and stores the scores with the learngene.
 * strategy ``ordered``: builds the target from those weights. Shrinking keeps the most important units of each
-  axis and the layers chosen by ``depth`` (by default the first ones; see docs/ablations.md). Growing
-  replicates the most important units first, divides every replicated input so that linear maps compute what they
-  did (Net2Net), and breaks the copies' symmetry with HyperCloning's +N/-N noise on the replicated inputs, which
-  cancels exactly; growing depth stacks copies of the most influential layers next to their originals.
+  axis and the layers chosen by ``depth`` (by default the first ones and the last; see docs/ablations.md).
+  Growing copies units and layers evenly (Net2Net, as the ``duplicate`` baseline does; copying the most important
+  ones first measured worse), divides every copied input so that linear maps compute what they did, and breaks the
+  copies' symmetry with HyperCloning's +N/-N noise on the copied inputs, which cancels exactly.
 """
 
 from __future__ import annotations
