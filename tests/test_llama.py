@@ -68,7 +68,7 @@ def smol(tmp_path_factory):
     tee = _Tee()
     name = zoo.register_plugin(tee, name="test-gguf-tee")
     try:
-        info = zoo.add_learngene(str(folder), keep=1.0, name="smol", registry=registry)  # the folder holding it
+        info = zoo.add_learngene(str(folder), transform="dct", keep=1.0, name="smol", registry=registry)  # the folder holding it
     finally:
         zoo.unregister_plugin(name)
     config = {k: v for k, v in info.source_config.items() if k not in ("model_type", "transformers_version")}
@@ -304,7 +304,7 @@ def _gqa_source(folder: Path, heads: int = 8, kv_heads: int = 4, head_dim: int =
                               "more-groups"])
 def test_each_query_head_reads_the_kv_group_its_source_position_implies(tmp_path, heads, kv_heads):
     _gqa_source(tmp_path / "src")
-    zoo.add_learngene(str(tmp_path / "src"), keep=1.0, name="gqa")
+    zoo.add_learngene(str(tmp_path / "src"), transform="dct", keep=1.0, name="gqa")
     model = zoo.materialize("llama", learngene="gqa", heads=heads, kv_heads=kv_heads, device="cpu")
     assert (model.config.num_attention_heads, model.config.num_key_value_heads, model.config.head_dim) == (
         heads, kv_heads, 8)  # the source sets its head size apart from its width (8 x 8 != 48): it is kept
@@ -341,7 +341,7 @@ def test_tiny_family_round_trip_and_resize(tmp_path, family):
             param.add_(0.05 * torch.randn_like(param))
     source.save_pretrained(tmp_path / "src")
     source.eval()
-    info = zoo.add_learngene(str(tmp_path / "src"), keep=1.0, name="tiny")
+    info = zoo.add_learngene(str(tmp_path / "src"), transform="dct", keep=1.0, name="tiny")
     assert info.family == family.split("-")[0]
     axes = {g["name"]: tuple(g["axes"]) for g in zoo.show_learngene("tiny").gene_summary}
     assert ("lm_head.weight" in axes) == (not config.tie_word_embeddings)

@@ -32,7 +32,7 @@ def run(*args, ok=True):
 
 def test_cli_round_trip(postgres_url, tiny_bert_dir, tmp_path):
     password = make_url(postgres_url).password
-    added = run("learngene", "add", tiny_bert_dir, "--name", "team-tiny", "--keep", "0.75",
+    added = run("learngene", "add", tiny_bert_dir, "--transform", "dct", "--name", "team-tiny", "--keep", "0.75",
                 "--registry", postgres_url).output
     assert "added learngene 'team-tiny' (bert, dct, keep 0.75" in added
     listing = json.loads(run("learngene", "list", "--json", "--registry", postgres_url).output)

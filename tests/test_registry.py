@@ -36,7 +36,7 @@ def test_example_registry_is_at_head_and_holds_minilm_and_dinov2(tmp_path):
     assert sorted((i.name, i.family) for i in infos) == [("all-minilm-l6-v2.ordered-half", "bert"),
                                                          ("dinov2-small-imgfocus.ordered-half", "vit")]
     assert all(i.source_config["hidden_size"] == 384 for i in infos)
-    assert EXAMPLE.stat().st_size <= 20_000_000
+    assert EXAMPLE.stat().st_size <= 27_000_000  # about 25 MB: small enough for a clone (make_example_registry)
 
 
 def test_default_registry_starts_from_the_example(tmp_path, monkeypatch):

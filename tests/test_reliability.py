@@ -378,7 +378,7 @@ def test_every_earlier_schema_upgrades_without_loss(registry_url, tiny_bert_dir,
 
     from zoo.registry.models import Base
 
-    zoo.add_learngene(str(tiny_bert_dir), name="kept", registry=registry_url)
+    zoo.add_learngene(str(tiny_bert_dir), transform="dct", name="kept", registry=registry_url)
     reference = gene_hashes(registry_url, "kept")
     with Registry(to_url(registry_url)) as reg:
         command.downgrade(_alembic_config(reg.engine), revision)  # as that older zoo left it
