@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from zoo.api import _read_weights, find_adapter
-    from zoo.calibration import calibrate, genome_of
+    from zoo.calibration import calibrate
+    from zoo.genes import genome_of
     from zoo.pipeline import gene_groups
 
     sizes = [int(s) for s in args.samples.split(",")]

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo import InvalidConfigError, hookimpl
 from zoo.genes import resizable
+from zoo.pipeline import broadcast_stat
 from zoo.importance import Calibration, depth_order, descending, top_heads, top_units, unit_scores
 from zoo_plugins.baselines import duplicate_indices, select_indices
 
@@ -63,10 +64,8 @@ def _stored_scores(calibration: Calibration, role: str, layer: int | None, sourc
                    stored: int) -> torch.Tensor | None:
     """Scores of the units a learngene stores along this axis (the ``stored`` best of ``source``, in source
     order), or None for axes calibration does not rank."""
-    scores = unit_scores(calibration, role, layer)
-    if role == "kv_heads" and scores is not None:
-        scores = scores.reshape(source, -1).sum(-1)
-    if scores is None or scores.numel() != source:
+    scores = unit_scores(calibration, role, layer, source)
+    if scores is None:
         return None
     return scores if stored == source else scores[top_units(scores, stored)]
 
@@ -109,9 +108,9 @@ def _head_map(calibration: Calibration, layer: int | None, source: tuple[int, in
 
     if stored == target == source:
         return None
-    scores = unit_scores(calibration, "heads", layer)
     (gs, qs), (gn, qn), (gm, qm) = source, stored, target
-    if scores is None or scores.numel() != gs * qs:
+    scores = unit_scores(calibration, "heads", layer, gs * qs)
+    if scores is None:
         scores = torch.ones(gs * qs)
     if (gn, qn) != (gs, qs):
         scores = scores[top_heads(scores, gs, gn, qn)]
@@ -187,11 +186,7 @@ class OrderedStrategy:
         calibration = self._calibration()
         w = record.coeffs.to(torch.float32)
         mean, std = record.mean.float().to(w.device), record.std.float().to(w.device)
-        if record.stacked:
-            shape = (-1, *([1] * (w.dim() - 1)))
-            w = w * std.reshape(shape) + mean.reshape(shape)
-        else:
-            w = w * std + mean
+        w = w * broadcast_stat(std, w, record.stacked) + broadcast_stat(mean, w, record.stacked)
         gen = torch.Generator().manual_seed(self.seed + sum(map(ord, record.name)))
         if not record.stacked:
             return self._layer(w, record.axes, tuple(target_shape), tuple(record.source_shape), record, None, gen)
@@ -267,9 +262,9 @@ def _split_inputs(w: torch.Tensor, dim: int, index: torch.Tensor, n: int, noise:
     (HyperCloning): the copies see identical inputs, so the sum, and the function, is unchanged."""
     import torch
 
-    counts = torch.bincount(index.cpu(), minlength=n)[index.cpu()].to(w.dtype).to(w.device)
+    total = torch.bincount(index.cpu(), minlength=n)[index.cpu()]  # copies of each target unit's source unit
     view = (-1, *([1] * (w.dim() - dim - 1)))
-    w = w / counts.reshape(view)
+    w = w / total.to(w.dtype).to(w.device).reshape(view)
     if noise <= 0:
         return w
     copy_number = torch.zeros_like(index)
@@ -278,7 +273,6 @@ def _split_inputs(w: torch.Tensor, dim: int, index: torch.Tensor, n: int, noise:
         copy_number[j] = seen.get(unit, 0)
         seen[unit] = copy_number[j].item() + 1
     sign = torch.zeros(len(index))
-    total = torch.bincount(index.cpu(), minlength=n)[index.cpu()]
     pair = copy_number.cpu() // 2 * 2 + 1 < total  # a copy with a partner to cancel against
     sign[pair & (copy_number.cpu() % 2 == 0)] = 1.0
     sign[pair & (copy_number.cpu() % 2 == 1)] = -1.0

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from . import assemble
 from .errors import InvalidConfigError
-from .genes import DEPTH, TABLE_ROLES, Gene, GeneGroup, Genome, shape_for
+from .genes import DEPTH, TABLE_ROLES, GeneGroup, Genome, genome_of, shape_for
 
 if TYPE_CHECKING:
     import torch
@@ -278,16 +278,7 @@ class TransformersAdapter:
             yield GeneGroup(genes, depth if per_layer else None, layers)
 
     def to_genome(self, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Genome:
-        import torch
-
-        genome: Genome = {}
-        for group in self.gene_groups(state_dict, config):
-            layers = [read() for read in group.layers()]
-            for name, axes, fan_in in group.genes:
-                tensors = [layer[name] for layer in layers]
-                tensor = torch.stack(tensors) if group.stacked else tensors[0]
-                genome[name] = Gene(name, tensor, axes, fan_in)
-        return genome
+        return genome_of(self.gene_groups(state_dict, config))
 
     def from_genome(self, genome: Genome, config: Mapping[str, Any], template: Mapping[str, torch.Tensor]) -> dict:
         """State-dict entries (keys as in ``template``) for every gene; fused parts are concatenated."""

@@ -21,7 +21,7 @@ from ._version import __version__
 from .adapters import DEFAULT_MAX_PARAMS
 from .calibrate import depth_calibrated
 from .errors import InvalidConfigError, UnknownNameError, ZooError
-from .genes import DEPTH, resizable, shape_for
+from .genes import DEPTH, genome_of, resizable, shape_for
 from .importance import DEFAULT_SAMPLES, Calibration, ordered_groups
 from .pipeline import (STATS_RULES, STORAGE_DTYPES, extract_groups, gene_groups, kept_size,
                        materialize as materialize_genes, materialize_stream, parse_keep)
@@ -183,7 +183,7 @@ def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: An
             keep_ratios = {**keep_ratios, DEPTH: 1.0}
         import torch
 
-        from .calibration import calibrate as run_calibration, genome_of  # runs the model: torch, transformers
+        from .calibration import calibrate as run_calibration  # runs the model: torch, transformers
 
         try:
             genome = genome_of(groups)  # the source's weights, read once for the calibration model

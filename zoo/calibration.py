@@ -24,7 +24,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +42,6 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PER_LAYER_ROLES = ("ffn", "heads")
 HEAD_AXES = (("heads", "head_dim"), ("kv_heads", "q_per_kv", "head_dim"))
 CALIBRATE_CHOICES = "'default' (built-in prose or images), 'none' (weights only) or a folder/file of .txt/.md or images"
-
-
-def genome_of(groups: Iterable[Any]) -> Genome:
-    """Every gene of ``groups`` in memory (stacked over depth)."""
-    genome: Genome = {}
-    for group in groups:
-        layers = [read() for read in group.layers()]
-        for name, axes, fan_in in group.genes:
-            tensors = [layer[name] for layer in layers if name in layer]
-            if not tensors:
-                continue
-            tensor = torch.stack(tensors) if group.stacked else tensors[0]
-            genome[name] = Gene(name, tensor, axes, fan_in)
-    return genome
 
 
 # -- data --------------------------------------------------------------------------------------------------------
@@ -390,4 +376,4 @@ def calibrate(adapter: Any, checkpoint: Any, genome: Genome, data: str | Path = 
     return Calibration(scores, meta)
 
 
-__all__ = ["DEFAULT_SAMPLES", "calibrate", "genome_of", "prose", "weight_scores"]
+__all__ = ["DEFAULT_SAMPLES", "calibrate", "prose", "weight_scores"]

@@ -7,7 +7,7 @@ roles, never model names: that is what lets one DCT serve BERT, GPT-2 and anythi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -130,3 +130,19 @@ def fan_in_size(axes: tuple[str, ...], shape: tuple[int, ...], fan_in: int) -> i
 
 def resizable(role: str) -> bool:
     return role not in FIXED_ROLES
+
+
+def genome_of(groups: Iterable[GeneGroup]) -> Genome:
+    """Every gene of ``groups`` in memory, stacked over depth (the inverse of :func:`genome_groups`)."""
+    import torch
+
+    genome: Genome = {}
+    for group in groups:
+        layers = [read() for read in group.layers()]
+        for name, axes, fan_in in group.genes:
+            tensors = [layer[name] for layer in layers if name in layer]
+            if not tensors:
+                continue
+            tensor = torch.stack(tensors) if group.stacked else tensors[0]
+            genome[name] = Gene(name, tensor, axes, fan_in)
+    return genome

@@ -83,15 +83,18 @@ def depth_order(calibration: Calibration, layers: int, pin_ends: bool = True) ->
     return descending(score)
 
 
-def unit_scores(calibration: Calibration, role: str, layer: int | None) -> Any:
-    """The scores of ``role``'s units (``hidden``: the same for every layer; ``ffn``, ``heads``: per layer;
-    ``kv_heads``: the sum over each group's query heads), or None when calibration has none."""
+def unit_scores(calibration: Calibration, role: str, layer: int | None, units: int) -> Any:
+    """The scores of the ``units`` units of ``role`` (``hidden``: the same for every layer; ``ffn``, ``heads``:
+    per layer; ``kv_heads``: the sum over each group's query heads), or None when calibration has none for that
+    many units."""
     if role == "hidden":
-        return calibration.scores.get("hidden")
-    table = calibration.scores.get("heads" if role in ("kv_heads", "q_per_kv") else role)
-    if table is None or layer is None:
-        return None
-    return table[layer]
+        scores = calibration.scores.get("hidden")
+    else:
+        table = calibration.scores.get("heads" if role == "kv_heads" else role)
+        scores = None if table is None or layer is None else table[layer]
+        if role == "kv_heads" and scores is not None and scores.numel() % units == 0:
+            scores = scores.reshape(units, -1).sum(-1)
+    return scores if scores is not None and scores.numel() == units else None
 
 
 def top_units(scores: Any, keep: int) -> Any:
@@ -125,8 +128,8 @@ def select_units(tensor: Any, axes: tuple[str, ...], calibration: Calibration, l
         n = out.shape[dim]
         k = kept.get(role, n)
         if role == "kv_heads" and dim + 1 < len(axes) and axes[dim + 1] == "q_per_kv":
-            scores = unit_scores(calibration, "heads", layer)
             qg = out.shape[dim + 1]
+            scores = unit_scores(calibration, "heads", layer, n * qg)
             kq = kept.get("q_per_kv", qg)
             if scores is not None and (k < n or kq < qg):
                 flat = top_heads(scores, n, k, kq)
@@ -138,10 +141,8 @@ def select_units(tensor: Any, axes: tuple[str, ...], calibration: Calibration, l
             continue
         if k >= n:
             continue
-        scores = unit_scores(calibration, role, layer)
-        if role == "kv_heads" and scores is not None:
-            scores = scores.reshape(n, -1).sum(-1)
-        if scores is not None and scores.numel() == n:
+        scores = unit_scores(calibration, role, layer, n)
+        if scores is not None:
             out = out.index_select(dim, top_units(scores, k).to(out.device))
         else:
             out = out.narrow(dim, 0, k)
