@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func
+from sqlalchemy import func, insert
 from sqlalchemy.orm import Session
 
 from ..errors import RegistryError
@@ -20,6 +20,7 @@ from ..genes import GeneRecord
 from ..safetensors_io import header, raw_bytes
 from .entities import LearngeneInfo
 from .models import SqlGene, SqlLearngene
+from .sharing import find_owner
 from .util import damaged, sha256
 
 if TYPE_CHECKING:
@@ -61,9 +62,17 @@ def learngene_info(row: SqlLearngene, genes: Sequence[Any], parent: str | None, 
         genes=len(genes), nbytes=sum(g.nbytes for g in genes), gene_summary=summary,
     )
 def insert_gene(session: Session, learngene_id: int, columns: dict[str, Any], parts: list[memoryview]) -> None:
-    """One gene row (``columns`` and ``parts`` from :func:`gene_parts`). SQLite (Python 3.11+) takes the bytes in
-    place, written piece by piece into a blob of the right size: no gene-sized bytes object, and about a third less
-    time for a big gene. The row is dropped from the session once written, so memory holds one gene."""
+    """One gene row (``columns`` and ``parts`` from :func:`gene_parts`; ``columns["sha256"]`` must be the hash of
+    ``parts``, as gene_parts computes it and an import checks it). Bytes another published learngene stores already
+    are not written again: the row refers to them (zoo.registry.sharing).
+
+    SQLite (Python 3.11+) takes the bytes in place, written piece by piece into a blob of the right size: no
+    gene-sized bytes object, and about a third less time for a big gene. The row is dropped from the session once
+    written, so memory holds one gene."""
+    owner = find_owner(session, learngene_id, columns["sha256"], columns["nbytes"])
+    if owner is not None:
+        session.execute(insert(SqlGene).values(learngene_id=learngene_id, data=b"", data_of=owner, **columns))
+        return
     blob_writer = None
     if session.get_bind().dialect.name == "sqlite":
         blob_writer = getattr(session.connection().connection.driver_connection, "blobopen", None)
@@ -118,9 +127,10 @@ def decode_gene(data: bytes, expected_sha256: str, name: str, gene: str) -> dict
     return tensors
 
 
-def gene_record(gene: SqlGene, learngene: str, device: Any = "cpu") -> GeneRecord:
-    """A gene row of learngene ``learngene`` as a record, its tensors checked and moved to ``device``."""
-    tensors = decode_gene(bytes(gene.data), gene.sha256, learngene, gene.name)
+def gene_record(gene: SqlGene, data: bytes, learngene: str, device: Any = "cpu") -> GeneRecord:
+    """A gene row of learngene ``learngene`` and its stored bytes as a record, its tensors checked and moved to
+    ``device``."""
+    tensors = decode_gene(data, gene.sha256, learngene, gene.name)
     return GeneRecord(
         name=gene.name, axes=tuple(json.loads(gene.axes)), source_shape=tuple(json.loads(gene.source_shape)),
         coeffs=tensors["coeffs"].to(device), mean=tensors["mean"].to(device), std=tensors["std"].to(device),

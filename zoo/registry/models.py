@@ -57,9 +57,13 @@ class SqlGene(Base):
     shape: Mapped[str] = mapped_column(Text, nullable=False)  # JSON: stored coefficient block
     dtype: Mapped[str] = mapped_column(String(20), nullable=False)
     nbytes: Mapped[int] = mapped_column(Integer, nullable=False)
-    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
-    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # safetensors: coeffs, mean, std
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False, index=True)  # indexed in 0005
+    # safetensors: coeffs, mean, std; empty in a reference. Deferred: a row is loaded without its bytes, which are
+    # read through zoo.registry.sharing (a reference's are its owner's)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False, deferred=True)
     fan_in: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")  # added in 0002
+    # added in 0005: the gene row holding this gene's bytes, when another learngene stored them (zoo.registry.sharing)
+    data_of: Mapped[int | None] = mapped_column(ForeignKey("genes.id"), nullable=True, index=True)
 
     learngene: Mapped[SqlLearngene] = relationship(back_populates="genes")
 

@@ -29,6 +29,7 @@ from ..genes import GeneRecord
 from .codec import gene_parts, insert_gene, learngene_columns
 from .entities import LearngeneInfo
 from .models import STAGING_PREFIX, SqlAsset, SqlGene, SqlLearngene, learngene_row
+from .sharing import hand_over, share_published
 from .util import crash_point, duplicate_name, now, sha256
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class StagedLearngene:
             for filename, data in (assets or {}).items():
                 session.add(SqlAsset(learngene_id=self.id, filename=filename, sha256=sha256(data), data=data))
             session.flush()
+            share_published(session, self.id)  # what a concurrent add of the same genes stored meanwhile
             crash_point("publish:before-commit")
 
         try:
@@ -149,6 +151,7 @@ def drop_abandoned(registry: Registry, stale_after_s: float = STALE_AFTER_S,
 
 def _delete(session: Session, ids: list[int]) -> None:
     if ids:  # plain DELETEs: the ORM cascade would first load every gene's bytes into memory
+        hand_over(session, ids)  # a removal of a shared owner may have made a staged row an heir
         for table in (SqlGene, SqlAsset):
             session.execute(delete(table).where(table.learngene_id.in_(ids)))
         session.execute(delete(SqlLearngene).where(SqlLearngene.id.in_(ids)))

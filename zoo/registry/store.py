@@ -40,6 +40,7 @@ from .codec import gene_parts, gene_record, insert_gene, learngene_columns, lear
 from .entities import LearngeneInfo
 from .lock import setup_lock
 from .models import SqlAsset, SqlGene, SqlLearngene, learngene_row, visible
+from .sharing import gene_bytes, hand_over, share_published, with_bytes
 from .staging import STALE_AFTER_S, StagedLearngene, staging
 from .util import crash_point, damaged, duplicate_name, reason, sha256
 
@@ -50,7 +51,7 @@ BUSY_RETRIES = 3  # then the whole transaction is retried this many times, with 
 PG_SETUP_LOCK = 0x7A6F6F  # advisory lock key ("zoo") serializing schema setup on a PostgreSQL registry
 T = TypeVar("T")
 # The newest migration in migrations/versions, so opening a registry need not import alembic (checked by a test).
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 
 
 def default_registry_path() -> Path:
@@ -419,8 +420,8 @@ class Registry:
 
         ``lazy``: only the genes' metadata now; each :class:`LazyGeneRecord` reads its tensors when asked
         (``record.loaded()``), one gene at a time, while this registry is open."""
-        def decoded(gene: SqlGene) -> GeneRecord:
-            return gene_record(gene, name, device)
+        def decoded(gene: SqlGene, data: bytes) -> GeneRecord:
+            return gene_record(gene, bytes(data), name, device)
 
         def work(session: Session) -> dict[str, GeneRecord]:
             row = learngene_row(session, name)
@@ -432,9 +433,9 @@ class Registry:
                     out[gene_name] = LazyGeneRecord(gene_name, tuple(json.loads(axes)), tuple(json.loads(shape)),
                                                     fan_in, functools.partial(self._gene, name, gene_id, decoded))
             else:
-                query = select(SqlGene).where(SqlGene.learngene_id == row.id).order_by(SqlGene.id)
-                for gene in session.scalars(query):
-                    out[gene.name] = decoded(gene)
+                query = with_bytes(select(SqlGene)).where(SqlGene.learngene_id == row.id).order_by(SqlGene.id)
+                for gene, data in session.execute(query):
+                    out[gene.name] = decoded(gene, data)
             if not out:
                 raise RegistryError(f"learngene '{name}' has no genes; the registry is damaged: run `zoo verify`")
             return out
@@ -453,10 +454,10 @@ class Registry:
             return list(session.execute(select(*columns).where(SqlGene.learngene_id == row.id).order_by(SqlGene.id)))
 
         def blob(session: Session, gene_id: int) -> bytes:
-            found = session.scalar(select(SqlGene.data).where(SqlGene.id == gene_id))
+            found = gene_bytes(session, gene_id)
             if found is None:
                 raise RegistryError(f"learngene '{name}' lost a gene while it was being read (removed meanwhile?)")
-            return bytes(found)
+            return found
 
         for r in self.run(rows, what=f"cannot read learngene '{name}'"):
             out = dict(name=r.name, axes=json.loads(r.axes), source_shape=json.loads(r.source_shape),
@@ -467,12 +468,12 @@ class Registry:
                     raise RegistryError(damaged(name, f"gene '{r.name}'"))
             yield out
 
-    def _gene(self, name: str, gene_id: int, decoded: Callable[[SqlGene], GeneRecord]) -> GeneRecord:
+    def _gene(self, name: str, gene_id: int, decoded: Callable[[SqlGene, bytes], GeneRecord]) -> GeneRecord:
         def work(session: Session) -> GeneRecord:
-            gene = session.get(SqlGene, gene_id)
-            if gene is None:
+            found = session.execute(with_bytes(select(SqlGene)).where(SqlGene.id == gene_id)).first()
+            if found is None:
                 raise RegistryError(f"learngene '{name}' lost a gene while it was being read (removed meanwhile?)")
-            return decoded(gene)
+            return decoded(*found)
 
         return self.run(work, what=f"cannot read learngene '{name}'")
 
@@ -520,6 +521,7 @@ class Registry:
             for filename, data in (assets or {}).items():
                 session.add(SqlAsset(learngene_id=row.id, filename=filename, sha256=sha256(data), data=data))
             session.flush()
+            share_published(session, row.id)  # on PostgreSQL, what a concurrent add stored meanwhile
             crash_point("add:before-commit")
 
         try:
@@ -557,6 +559,8 @@ class Registry:
     def remove(self, name: str) -> None:
         def work(session: Session) -> None:
             row_id = learngene_row(session, name).id
+            if hand_over(session, [row_id]):  # bytes other learngenes share stay, with one of them
+                crash_point("rm:handed-over")
             # plain DELETEs: the ORM cascade would first load every gene's bytes into memory
             for table in (SqlGene, SqlAsset):
                 session.execute(delete(table).where(table.learngene_id == row_id))

@@ -2,8 +2,9 @@
 
 Checks, in order: the schema revision; for SQLite ``PRAGMA integrity_check`` and ``PRAGMA foreign_key_check``;
 then every learngene's metadata (JSON fields parse), every gene (bytes match the recorded size and sha256, parse as
-safetensors with coeffs/mean/std, and the stored shape and dtype match the recorded ones), every asset's sha256, and
-that no gene belongs to a learngene that does not exist. Reads use plain SQL over the columns every schema
+safetensors with coeffs/mean/std, and the stored shape and dtype match the recorded ones; a gene that shares another
+row's bytes must point at a row that holds them, with the same sha256 and size, and those bytes are checked),
+every asset's sha256, and that no gene belongs to a learngene that does not exist. Reads use plain SQL over the columns every schema
 revision has, so an old or damaged registry can be checked too, one gene at a time (bounded memory).
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -62,6 +63,7 @@ def verify(reg: Registry, names: Iterable[str] = ()) -> VerifyReport:
                 _sqlite_checks(conn, report)
             rows = conn.execute(text("SELECT id, name, source_config, transform_params, keep FROM learngenes "
                                      "ORDER BY id")).all()
+            shared = "data_of" in {c["name"] for c in inspect(conn).get_columns("genes")}  # schema 0005 on
             unknown = wanted - {r.name for r in rows}
             report.problems += [f"no learngene named '{n}'" for n in sorted(unknown)]
             for row in rows:
@@ -71,7 +73,7 @@ def verify(reg: Registry, names: Iterable[str] = ()) -> VerifyReport:
                 if wanted and row.name not in wanted:
                     continue
                 report.learngenes += 1
-                _check_learngene(conn, row, report)
+                _check_learngene(conn, row, report, shared)
             if not wanted:
                 _check_orphans(conn, report)
     except SQLAlchemyError as exc:
@@ -95,7 +97,7 @@ def _sqlite_checks(conn: Connection, report: VerifyReport) -> None:
         report.problems.append(f"{len(broken)} rows point at rows that do not exist (foreign key check)")
 
 
-def _check_learngene(conn: Connection, row: Any, report: VerifyReport) -> None:
+def _check_learngene(conn: Connection, row: Any, report: VerifyReport, shared: bool) -> None:
     name = row.name
     for column in ("source_config", "transform_params", "keep"):
         try:
@@ -103,8 +105,8 @@ def _check_learngene(conn: Connection, row: Any, report: VerifyReport) -> None:
         except (TypeError, ValueError):
             report.problems.append(f"learngene '{name}': {column} is not valid JSON")
     try:
-        genes = conn.execute(text("SELECT id, name, shape, dtype, nbytes, sha256 FROM genes WHERE learngene_id = :id "
-                                  "ORDER BY id"), {"id": row.id}).all()
+        genes = conn.execute(text(f"SELECT id, name, shape, dtype, nbytes, sha256{', data_of' if shared else ''} "
+                                  f"FROM genes WHERE learngene_id = :id ORDER BY id"), {"id": row.id}).all()
     except SQLAlchemyError as exc:
         report.problems.append(f"learngene '{name}': cannot list its genes: {reason(exc)}")
         conn.rollback()
@@ -113,8 +115,14 @@ def _check_learngene(conn: Connection, row: Any, report: VerifyReport) -> None:
         report.problems.append(f"learngene '{name}' has no genes")
     for gene in genes:
         report.genes += 1
+        holder = gene.data_of if shared and gene.data_of is not None else gene.id
         try:
-            data = conn.execute(text("SELECT data FROM genes WHERE id = :id"), {"id": gene.id}).scalar_one()
+            if holder != gene.id:
+                problem = _reference_problem(conn, name, gene)
+                if problem:
+                    report.problems.append(problem)
+                    continue
+            data = conn.execute(text("SELECT data FROM genes WHERE id = :id"), {"id": holder}).scalar_one()
         except SQLAlchemyError as exc:
             report.problems.append(f"learngene '{name}' gene '{gene.name}' cannot be read: {reason(exc)}")
             conn.rollback()
@@ -145,6 +153,22 @@ def _check_learngene(conn: Connection, row: Any, report: VerifyReport) -> None:
         report.assets += 1
         if sha256(bytes(asset.data)) != asset.sha256:
             report.problems.append(f"learngene '{name}' asset '{asset.filename}' is damaged (sha256 mismatch)")
+
+
+def _reference_problem(conn: Connection, name: str, gene: Any) -> str | None:
+    """What is wrong with gene row ``gene``'s reference to the row holding its bytes, or None."""
+    where = f"learngene '{name}' gene '{gene.name}' shares the bytes of gene row {gene.data_of}"
+    owner = conn.execute(text("SELECT sha256, nbytes, data_of FROM genes WHERE id = :id"), {"id": gene.data_of}).first()
+    if owner is None:
+        return f"{where}, which does not exist"
+    if owner.data_of is not None:
+        return f"{where}, which holds none itself (it shares those of row {owner.data_of})"
+    if (owner.sha256, owner.nbytes) != (gene.sha256, gene.nbytes):
+        return f"{where}, which holds other bytes (sha256 {owner.sha256[:12]}..., {owner.nbytes} bytes)"
+    own = conn.execute(text("SELECT length(data) FROM genes WHERE id = :id"), {"id": gene.id}).scalar_one()
+    if own:
+        return f"{where}, but holds {own} bytes of its own too"
+    return None
 
 
 def _check_orphans(conn: Connection, report: VerifyReport) -> None:
