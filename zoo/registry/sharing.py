@@ -81,6 +81,8 @@ def share_published(session: Session, learngene_id: int) -> None:
         owner = find_owner(session, learngene_id, gene.sha256, gene.nbytes)
         if owner is not None:
             session.execute(update(SqlGene).where(SqlGene.id == gene.id).values(data=b"", data_of=owner))
+            # a staged row can be an heir (hand_over) that others refer to: they follow, so references stay one hop
+            session.execute(update(SqlGene).where(SqlGene.data_of == gene.id).values(data_of=owner))
 
 
 def hand_over(session: Session, learngene_ids: Sequence[int]) -> int:

@@ -567,7 +567,12 @@ class Registry:
             session.execute(delete(SqlLearngene).where(SqlLearngene.id == row_id))  # children: parent set NULL
             crash_point("rm:before-commit")
 
-        self.run(work, write=True, what=f"cannot remove learngene '{name}'")
+        try:
+            self.run(work, write=True, what=f"cannot remove learngene '{name}'")
+        except IntegrityError as exc:  # the data_of foreign key: a reference to its bytes would be left dangling
+            raise RegistryError(f"cannot remove learngene '{name}': genes of other learngenes still share its bytes "
+                                f"({reason(exc)}); nothing was changed: run `zoo verify --registry {self.where}`"
+                                ) from exc
 
 
 def open_registry(location: str | os.PathLike[str] | None = None, create: bool = True) -> Registry:
