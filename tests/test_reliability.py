@@ -86,6 +86,19 @@ def verified(url: str) -> list[str]:
         return verify(reg).problems
 
 
+def contents(url: str) -> dict[str, dict[str, str]]:
+    """Every published learngene's genes as the registry reads them back: name -> gene -> sha256 of the bytes."""
+    with Registry(to_url(url), create=False) as reg:
+        return {info.name: {g["name"]: hashlib.sha256(g["data"]).hexdigest()
+                            for g in reg.stored_genes(info.name, data=True)} for info in reg.list()}
+
+
+def stored_bytes(url: str) -> int:
+    """The genes' bytes the registry holds (each shared gene once)."""
+    [(total,)] = execute(url, "SELECT coalesce(sum(length(data)), 0) FROM genes")
+    return total
+
+
 def execute(url: str, sql: str, **params) -> list:
     with Registry(to_url(url), create=False, check_schema=False) as reg, reg.engine.begin() as conn:
         result = conn.execute(text(sql), params)
@@ -474,3 +487,122 @@ def test_eight_imports_of_one_artifact_at_once(registry_url, tiny_bert_dir, tmp_
     assert gene_hashes(registry_url, "shared") == gene_hashes(str(source), "shared")
     assert execute(registry_url, "SELECT count(*) FROM learngenes WHERE name LIKE '~staging-%'") == [(0,)]
     assert verified(registry_url) == []
+
+
+# -- 6. shared genes (zoo.registry.sharing, tests/test_shared_genes.py) ---------------------------------------------
+def _add_dct(source, name: str, url: str, keep: float = 1.0) -> zoo.LearngeneInfo:
+    return zoo.add_learngene(str(source), transform="dct", keep=keep, name=name, registry=url)
+
+
+def test_sigkill_during_an_rm_that_hands_shared_genes_over(registry_url, tiny_bert_dir, tmp_path):
+    """'seed' holds the bytes 'twin' shares: killed after handing them to 'twin', or just before the commit, the rm
+    leaves every learngene byte-identical and verify clean; then it succeeds, and 'twin' materializes as before."""
+    for name in ("seed", "twin"):
+        _add_dct(tiny_bert_dir, name, registry_url)
+    _add_dct(tiny_bert_dir, "other", registry_url, keep=0.5)
+    before, stored = contents(registry_url), stored_bytes(registry_url)
+    [(refs,)] = execute(registry_url, "SELECT count(data_of) FROM genes")
+    assert refs == zoo.show_learngene("twin", registry=registry_url).genes
+    model = zoo.materialize(learngene="twin", layers=3, registry=registry_url, device="cpu").state_dict()
+    rm = ["learngene", "rm", "seed", "--registry", registry_url]
+    for point in ("rm:handed-over", "rm:before-commit"):
+        [(code, out)] = run_forked([rm], tmp_path, env={"ZOO_TEST_KILL_AT": point})
+        assert code == -signal.SIGKILL, (point, out)
+        assert verified(registry_url) == [] and contents(registry_url) == before, point
+        assert execute(registry_url, "SELECT count(data_of) FROM genes") == [(refs,)], point
+    [(code, out)] = run_forked([rm], tmp_path)
+    assert code == 0, out
+    assert contents(registry_url) == {k: v for k, v in before.items() if k != "seed"}
+    assert verified(registry_url) == [] and stored_bytes(registry_url) <= stored
+    again = zoo.materialize(learngene="twin", layers=3, registry=registry_url, device="cpu").state_dict()
+    assert again.keys() == model.keys() and all(torch.equal(again[k], model[k]) for k in model)
+
+
+def test_six_adds_of_one_checkpoint_at_once_store_it_once(registry_url, tiny_bert_dir, tmp_path):
+    """Forked adds of the same checkpoint, all staging at once: each publish turns what another stored meanwhile
+    into references (PostgreSQL: publishes of one sha256 queue on an advisory lock), so one copy is left."""
+    other = _add_dct(tiny_bert_dir, "other", registry_url, keep=0.5)  # the schema in place, bytes shared with none
+    results = run_forked([["learngene", "add", tiny_bert_dir, "--transform", "dct", "--name", f"t{i}",
+                           "--registry", registry_url] for i in range(6)], tmp_path)
+    for code, out in results:
+        assert_clean_output(out)
+        assert code == 0, out
+    reference = gene_hashes(registry_url, "t0")
+    assert all(gene_hashes(registry_url, f"t{i}") == reference for i in range(6))
+    assert verified(registry_url) == []
+    assert execute(registry_url, "SELECT count(*) FROM learngenes WHERE name LIKE '~staging-%'") == [(0,)]
+    one = zoo.show_learngene("t0", registry=registry_url).nbytes
+    assert stored_bytes(registry_url) == one + other.nbytes
+
+
+def test_rms_and_adds_of_shared_genes_at_once(registry_url, tiny_bert_dir, tmp_path):
+    """Three rms of learngenes that share their bytes, racing three adds of the same checkpoint: every command
+    succeeds, the learngene left and the new ones read back byte-identical, verify is clean, and nothing refers to a
+    reference."""
+    for i in range(4):
+        _add_dct(tiny_bert_dir, f"s{i}", registry_url)
+    other = _add_dct(tiny_bert_dir, "other", registry_url, keep=0.5)
+    before = contents(registry_url)
+    commands = [["learngene", "rm", f"s{i}", "--registry", registry_url] for i in range(3)]
+    commands += [["learngene", "add", tiny_bert_dir, "--transform", "dct", "--name", f"t{i}", "--registry",
+                  registry_url] for i in range(3)]
+    for code, out in run_forked(commands, tmp_path):
+        assert_clean_output(out)
+        assert code == 0, out
+    after = contents(registry_url)
+    assert sorted(after) == ["other", "s3", "t0", "t1", "t2"]
+    assert all(after[name] == before["s3"] for name in ("s3", "t0", "t1", "t2")) and after["other"] == before["other"]
+    assert verified(registry_url) == []
+    assert execute(registry_url, "SELECT count(*) FROM genes g JOIN genes o ON o.id = g.data_of "
+                                 "WHERE o.data_of IS NOT NULL") == [(0,)]
+    if not registry_url.startswith("postgresql"):  # one write at a time: never a second copy
+        assert stored_bytes(registry_url) <= zoo.show_learngene("s3", registry=registry_url).nbytes + other.nbytes
+
+
+def test_a_publish_waits_for_a_concurrent_publish_of_the_same_genes(registry_url, tiny_bert_dir, monkeypatch):
+    """Two staged adds of one checkpoint hold their own copies; the first publish is held open before its commit.
+    The second publish waits for it (SQLite: the write lock; PostgreSQL: the advisory lock on the genes' sha256s)
+    and then refers to its copy, instead of keeping a second one."""
+    import threading
+    from dataclasses import replace
+
+    import zoo.registry.staging as staging
+
+    _add_dct(tiny_bert_dir, "seed", registry_url)
+    with Registry(to_url(registry_url)) as reg:
+        records, info = reg.genes("seed"), reg.get("seed")
+    zoo.remove_learngene("seed", registry=registry_url)
+    inside, release = threading.Event(), threading.Event()
+    crash_point = staging.crash_point
+
+    def pause_first(name: str) -> None:
+        if name == "publish:before-commit" and threading.current_thread().name == "first":
+            inside.set()
+            release.wait(60)
+        crash_point(name)
+
+    monkeypatch.setattr(staging, "crash_point", pause_first)
+    regs = [Registry(to_url(registry_url)) for _ in range(2)]
+    stages = [reg.staging(replace(info, name=name)) for reg, name in zip(regs, ("first", "second"))]
+    staged = [stage.__enter__() for stage in stages]
+    for one in staged:
+        for record in records.values():
+            one.put(record)
+    assert stored_bytes(registry_url) == 2 * info.nbytes  # nothing published to share with yet
+    threads = [threading.Thread(target=one.publish, args=(one.info,), name=one.info.name) for one in staged]
+    threads[0].start()
+    assert inside.wait(60)
+    threads[1].start()
+    threads[1].join(2)
+    waited = threads[1].is_alive()
+    release.set()
+    for thread in threads:
+        thread.join(60)
+    for stage in stages:
+        stage.__exit__(None, None, None)
+    for reg in regs:
+        reg.close()
+    assert waited
+    assert names_in(registry_url) == ["first", "second"] and verified(registry_url) == []
+    assert gene_hashes(registry_url, "second") == gene_hashes(registry_url, "first")
+    assert stored_bytes(registry_url) == info.nbytes
