@@ -5,15 +5,16 @@ A gene row either holds its bytes (an *owner*: ``data_of`` is NULL) or refers to
 
 - A new gene refers to an owner only in another *published* learngene, and only after that owner's bytes were read
   back and matched their sha256 (so a damaged copy is never shared). A staged learngene (zoo.registry.staging) may
-  still be discarded, so nothing new refers to its rows; its publish makes the genes that another learngene stored
-  meanwhile into references (concurrent adds of one checkpoint end up with one copy).
+  still be discarded, so nothing new refers to its rows. When it publishes, its genes that another learngene
+  stored meanwhile become references (concurrent adds of one checkpoint end up with one copy).
 - A new gene refers only to owners in other learngenes, so an add stores its own duplicate genes (a learngene's
   rows may still come to refer to one of its own after a hand-over, below).
 - Before gene rows are deleted (``rm``, a discarded staged add), each of their owners that rows outside them refer
-  to hands its bytes to the oldest such row (the *heir*), and the others then refer to the heir; all in the
-  deleting transaction. The ``data_of`` foreign key makes the database refuse a delete that would leave a
-  reference dangling.
-- References are one hop: an owner is never itself a reference.
+  to hands its bytes to the oldest such row (the *heir*, which may be a staged row), and the others then refer to
+  the heir; all in the deleting transaction. The ``data_of`` foreign key makes the database refuse a delete that
+  would leave a reference dangling.
+- References are one hop: an owner is never itself a reference. A publish that turns an heir into a reference
+  points the heir's referrers at the new owner too.
 
 SQLite serialises every write transaction (``BEGIN IMMEDIATE``). On PostgreSQL, an owner being referred to is locked
 ``FOR SHARE`` and the rows being deleted and their heirs ``FOR UPDATE``, so a reference and a hand-over never pass

@@ -3,9 +3,9 @@
 Checks, in order: the schema revision; for SQLite ``PRAGMA integrity_check`` and ``PRAGMA foreign_key_check``;
 then every learngene's metadata (JSON fields parse), every gene (bytes match the recorded size and sha256, parse as
 safetensors with coeffs/mean/std, and the stored shape and dtype match the recorded ones; a gene that shares another
-row's bytes must point at a row that holds them, with the same sha256 and size, and those bytes are checked),
-every asset's sha256, and that no gene belongs to a learngene that does not exist. Reads use plain SQL over the columns every schema
-revision has, so an old or damaged registry can be checked too, one gene at a time (bounded memory).
+row's bytes must point at a row that holds them, with the same sha256 and size, and those bytes are checked), every
+asset's sha256, and that no gene belongs to a learngene that does not exist. Reads use plain SQL over the columns
+every schema revision has, so an old or damaged registry can be checked too, one gene at a time (bounded memory).
 """
 
 from __future__ import annotations
