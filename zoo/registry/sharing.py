@@ -10,8 +10,8 @@ A gene row either holds its bytes (an *owner*: ``data_of`` is NULL) or refers to
 - A new gene refers only to owners in other learngenes, so an add stores its own duplicate genes (a learngene's
   rows may still come to refer to one of its own after a hand-over, below).
 - Before gene rows are deleted (``rm``, a discarded staged add), each of their owners that rows outside them refer
-  to hands its bytes to the oldest such row (the *heir*, which may be a staged row), and the others then refer to
-  the heir; all in the deleting transaction. The ``data_of`` foreign key makes the database refuse a delete that
+  to hands its bytes to the oldest such row (the *heir*, which may be a staged row) and is deleted, and the others
+  then refer to the heir; all in the deleting transaction. The ``data_of`` foreign key makes the database refuse a delete that
   would leave a reference dangling.
 - References are one hop: an owner is never itself a reference. A publish that turns an heir into a reference
   points the heir's referrers at the new owner too.
@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from .models import SqlGene, SqlLearngene, visible
@@ -104,9 +104,12 @@ def hand_over(session: Session, learngene_ids: Sequence[int]) -> int:
         heirs = session.scalars(query.with_for_update() if postgres else query).all()
         if not heirs:  # on PostgreSQL, removed meanwhile by another transaction
             continue
-        source = aliased(SqlGene, name="source")
-        session.execute(update(SqlGene).where(SqlGene.id == heirs[0]).values(
-            data=select(source.data).where(source.id == owner).scalar_subquery(), data_of=None))
-        session.execute(update(SqlGene).where(SqlGene.data_of == owner, ~leaving).values(data_of=heirs[0]))
+        heir, data = heirs[0], session.scalar(select(SqlGene.data).where(SqlGene.id == owner))
+        # the owner's row goes before the heir takes its bytes, so SQLite writes them into the pages it frees (the
+        # file does not grow by a copy); its referrers among the leaving rows follow too, or the key would refuse
+        session.execute(update(SqlGene).where(SqlGene.data_of == owner, SqlGene.id != heir).values(data_of=heir))
+        session.execute(update(SqlGene).where(SqlGene.id == heir).values(data_of=None))
+        session.execute(delete(SqlGene).where(SqlGene.id == owner))
+        session.execute(update(SqlGene).where(SqlGene.id == heir).values(data=data))
         handed += 1
     return handed
