@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.api import _read_weights, find_adapter
     from zoo.calibration import calibrate
     from zoo.genes import genome_of
-    from zoo.pipeline import gene_groups
+    from zoo.extraction import gene_groups
 
     sizes = [int(s) for s in args.samples.split(",")]
     lines = [f"Command: `python bench/calibration.py --samples {args.samples}`; torch threads "

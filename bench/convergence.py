@@ -414,7 +414,7 @@ def build(task: Task, method: Method, genes: Learngenes, seed: int = SEED) -> to
     from zoo.api import bind_strategy
     from zoo.calibrate import depth_calibrated
     from zoo.importance import Calibration
-    from zoo.pipeline import materialize
+    from zoo.materialization import materialize
 
     torch.manual_seed(seed)
     if method.transform is None:

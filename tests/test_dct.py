@@ -9,7 +9,8 @@ import torch
 scipy_fft = pytest.importorskip("scipy.fft")
 
 import zoo  # noqa: E402
-from zoo.pipeline import interpolate_depth, parse_keep  # noqa: E402
+from zoo.extraction import parse_keep  # noqa: E402
+from zoo.materialization import interpolate_depth  # noqa: E402
 from zoo_plugins.dct import DCT, dct_basis  # noqa: E402
 
 ATOL = 1e-5
@@ -178,7 +179,7 @@ def test_transform_is_registered_and_does_not_touch_its_input(dct):
     assert torch.equal(x, before)
 
 
-# -- zoo.pipeline helpers ------------------------------------------------------------------------------------------
+# -- extraction's and materialization's helpers --------------------------------------------------------------------
 @pytest.mark.parametrize(
     "values,layers,expected",
     [

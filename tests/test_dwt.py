@@ -18,7 +18,7 @@ from transformers import AutoModel, BertModel, GPT2Config, GPT2LMHeadModel  # no
 import zoo  # noqa: E402
 from zoo.cli import cli  # noqa: E402
 from zoo.genes import resizable, shape_for  # noqa: E402
-from zoo.pipeline import interpolate_depth, materialize as materialize_genes  # noqa: E402
+from zoo.materialization import interpolate_depth, materialize as materialize_genes  # noqa: E402
 from zoo_plugins import dwt as D  # noqa: E402
 
 ATOL = 1e-5

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 import zoo
 from zoo.cli import cli
 from zoo.genes import Gene
-from zoo.pipeline import extract_gene, parse_keep
+from zoo.extraction import extract_gene, parse_keep
 from zoo.refine import (
     LearngeneSpec,
     energy_in_block,

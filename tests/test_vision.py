@@ -18,7 +18,7 @@ from scipy.fft import dctn, idctn
 import zoo
 from conftest import package_dir
 from zoo.cli import cli
-from zoo.pipeline import interpolate_depth
+from zoo.materialization import interpolate_depth
 from zoo.testing import check_adapter_round_trip, check_resize, tiny_model
 
 timm = pytest.importorskip("timm")

@@ -5,7 +5,7 @@
     >>> model = zoo.materialize("bert", layers=4, hidden=256)  # doctest: +SKIP
 
 The API functions are imported on first use (PEP 562), so ``import zoo`` and ``from zoo import hookimpl``, which
-every plugin does, load neither the registry nor the pipeline.
+every plugin does, load neither the registry nor extraction and materialization.
 """
 
 from __future__ import annotations

@@ -332,7 +332,7 @@ class TransformersAdapter:
     def build_from(self, config: Mapping[str, Any], names: list[str],
                    genes: Iterable[tuple[str, int | None, torch.Tensor]], device: Any = "cpu") -> torch.nn.Module:
         """:meth:`build` from genes, or single layers of genes, that arrive one at a time (``(name, layer,
-        tensor)`` as :func:`zoo.pipeline.materialize_stream` yields them; each is copied in, then may be dropped)."""
+        tensor)`` as :func:`zoo.materialization.materialize_stream` yields them; each is copied in, then may be dropped)."""
         import torch
 
         model = assemble.construct(self, config, device)

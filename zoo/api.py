@@ -23,8 +23,9 @@ from .calibrate import depth_calibrated
 from .errors import InvalidConfigError, UnknownNameError, ZooError
 from .genes import DEPTH, genome_of, resizable, shape_for
 from .importance import DEFAULT_SAMPLES, Calibration, ordered_groups
-from .pipeline import (STATS_RULES, STORAGE_DTYPES, extract_groups, gene_groups, kept_size,
-                       materialize as materialize_genes, materialize_stream, parse_keep)
+from .dtypes import STORAGE_DTYPES
+from .extraction import extract_groups, gene_groups, kept_size, parse_keep
+from .materialization import STATS_RULES, materialize as materialize_genes, materialize_stream
 from .plugins import catalog, pm
 from .registry import LearngeneInfo
 from .registry.util import now

@@ -197,7 +197,7 @@ def init_fresh(model: torch.nn.Module, covered: set[str]) -> list[str]:
 
 def fill(params: Mapping[str, torch.Tensor], placements: Mapping[str, list[Placement]],
          genes: Iterable[tuple[str, int | None, torch.Tensor]]) -> None:
-    """Copy each gene (or gene layer: see :func:`zoo.pipeline.materialize_stream`) into ``params`` (a model's
+    """Copy each gene (or gene layer: see :func:`zoo.materialization.materialize_stream`) into ``params`` (a model's
     ``state_dict(keep_vars=True)``, or any tensors keyed like it) as it arrives."""
     import torch
 

@@ -19,7 +19,8 @@ from ._version import __version__
 from .api import (apply_options, check_name, default_learngene_name, describe_source, find_adapter, registry_session,
                   resolve_device)
 from .errors import InvalidConfigError, ZooError
-from .pipeline import STORAGE_DTYPES, extract
+from .dtypes import STORAGE_DTYPES
+from .extraction import extract
 from .plugins import catalog, pm
 from .refine import LearngeneSpec, energy_in_block, genome_penalty
 from .registry import LearngeneInfo

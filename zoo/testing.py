@@ -40,7 +40,8 @@ from .adapters import SIZE_OPTIONS
 from .api import check_params
 from .errors import InvalidConfigError
 from .genes import DEPTH, Gene, resizable, shape_for
-from .pipeline import extract, interpolate_depth, materialize, parse_keep
+from .materialization import interpolate_depth, materialize
+from .extraction import extract, parse_keep
 from .plugins import catalog, register_plugin, unregister_plugin
 from .transforms import ResizeStrategy, Transform
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ..api import NAME_PATTERN
+from ..dtypes import STORAGE_DTYPES
 from ..errors import ArtifactError
 from ..importance import META_KEY
-from ..pipeline import STORAGE_DTYPES
 from .layout import (CALIBRATION, FORMAT, FORMAT_VERSION, GENE_DTYPES, HEX64, ITEM_SIZE, MANIFEST,
                      MAX_ASSET_BYTES, MAX_ASSETS, MAX_GENE_BYTES, MAX_GENES, MAX_JSON_BYTES, MAX_NDIM,
                      MAX_SAFETENSORS_HEADER, METADATA, PART, README, ROLE, SAFE_NAME, content_sha256, sha256_of)
