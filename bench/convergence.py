@@ -226,7 +226,7 @@ def _smollm2_folder() -> Path:
     if not (out / "config.json").exists():
         from safetensors.torch import save_file
 
-        ckpt = zoo.plugins.pm.hook.resolve_source(source=str(gguf))
+        ckpt = zoo.plugin_host.pm.hook.resolve_source(source=str(gguf))
         state = {k: v.contiguous() for k, v in ckpt.state_dict().items()}
         if ckpt.config.get("tie_word_embeddings"):
             state.pop("lm_head.weight", None)  # shares memory with the embeddings; the model re-ties it
@@ -383,7 +383,7 @@ class Learngenes:
 
 def checkpoint(source: str) -> Any:
     """The source as zoo resolves it: a plugin's resolve_source hook first, then zoo's own resolver."""
-    from zoo.plugins import pm
+    from zoo.plugin_host import pm
     from zoo.sources import resolve
 
     return pm.hook.resolve_source(source=source) or resolve(source, {}, {})

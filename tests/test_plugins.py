@@ -207,12 +207,12 @@ def test_disable_plugins_env(tmp_path):
 
 
 def test_builtins_are_listed_once():
-    """zoo.plugins.BUILTIN_PLUGINS is the one list: it names every module of plugins/ that implements a hook, and
+    """zoo.plugin_host.BUILTIN_PLUGINS is the one list: it names every module of plugins/ that implements a hook, and
     pyproject.toml does not list them again as entry points."""
     import ast
     import tomllib
 
-    from zoo.plugins import BUILTIN_PLUGINS
+    from zoo.plugin_host import BUILTIN_PLUGINS
 
     root = Path(__file__).resolve().parents[1]
     with_hooks = set()

@@ -22,7 +22,7 @@ import zoo
 from zoo.cli import cli
 from zoo.extraction import extract_groups, gene_groups
 from zoo.genes import genome_groups
-from zoo.plugins import catalog
+from zoo.plugin_host import catalog
 from zoo.safetensors_io import SafetensorsReader, SafetensorsWriter
 from zoo.sources import from_local
 

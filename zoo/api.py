@@ -26,7 +26,7 @@ from .importance import DEFAULT_SAMPLES, Calibration, ordered_groups
 from .dtypes import STORAGE_DTYPES
 from .extraction import extract_groups, gene_groups, kept_size, parse_keep
 from .materialization import STATS_RULES, materialize as materialize_genes, materialize_stream
-from .plugins import catalog, pm
+from .plugin_host import catalog, pm
 from .registry import LearngeneInfo
 from .registry.util import now
 from .sources import HUB_ID, resolve

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .api import check_params, find_adapter
 from .extraction import kept_size, parse_keep
 from .genes import Genome, resizable
-from .plugins import catalog
+from .plugin_host import catalog
 from .stats import EPS, broadcast_stat, std_mean
 from .transforms import apply_matrix
 

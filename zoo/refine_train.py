@@ -21,7 +21,7 @@ from .api import (apply_options, check_name, default_learngene_name, describe_so
 from .errors import InvalidConfigError, ZooError
 from .dtypes import STORAGE_DTYPES
 from .extraction import extract
-from .plugins import catalog, pm
+from .plugin_host import catalog, pm
 from .refine import LearngeneSpec, energy_in_block, genome_penalty
 from .registry import LearngeneInfo
 from .registry.util import now

@@ -42,7 +42,7 @@ from .errors import InvalidConfigError
 from .genes import DEPTH, Gene, resizable, shape_for
 from .materialization import interpolate_depth, materialize
 from .extraction import extract, parse_keep
-from .plugins import catalog, register_plugin, unregister_plugin
+from .plugin_host import catalog, register_plugin, unregister_plugin
 from .transforms import ResizeStrategy, Transform
 
 if TYPE_CHECKING:

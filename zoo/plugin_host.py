@@ -1,4 +1,4 @@
-"""Plugin loading and the catalog of registered adapters, transforms and resize strategies.
+"""The plugin host: loading plugins, and the catalog of the adapters, transforms and resize strategies they register.
 
 Third-party plugins come from ``zoo`` entry points; zoo's own, in ``zoo_plugins``, are listed once, in
 ``BUILTIN_PLUGINS`` (as pytest, llm and datasette list theirs), so an installed zoo and a source tree that was never
