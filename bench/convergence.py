@@ -11,7 +11,7 @@ optimizer, learning-rate schedule and number of steps) and is evaluated on the s
 * ``dwt``: BoT's wavelet learngene (the ``dwt`` transform, when installed) at BoT's level 1 (keep 0.5) with its
   default strategy.
 * ``select``: Weight Selection (large-to-small), ``duplicate``: Net2Net/HyperCloning widening + layer stacking
-  (small-to-large), both from a keep-1 learngene (the source's exact weights; ``zoo_plugins.baselines``).
+  (small-to-large), both from a keep-1 learngene (the source's exact weights; ``zoo_plugins.strategies.baselines``).
 
 Reported per method: held-out loss over steps, and the share of steps saved to reach random init's final held-out
 loss, ``1 - steps_to_reach / steps``, with ``steps_to_reach`` linearly interpolated between evaluations (if random
@@ -676,7 +676,7 @@ class AxisMix:
 
 def ordered_ablation_methods(task: Task) -> list[Method]:
     """What decided the ordered strategy's defaults, each against the default and the baseline of its direction."""
-    from zoo_plugins.ordered import OrderedStrategy
+    from zoo_plugins.transforms.ordered import OrderedStrategy
 
     return [
         RANDOM,

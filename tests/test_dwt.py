@@ -19,7 +19,7 @@ import zoo  # noqa: E402
 from zoo.cli import cli  # noqa: E402
 from zoo.genes import resizable, shape_for  # noqa: E402
 from zoo.materialization import interpolate_depth, materialize as materialize_genes  # noqa: E402
-from zoo_plugins import dwt as D  # noqa: E402
+from zoo_plugins.transforms import dwt as D  # noqa: E402
 
 ATOL = 1e-5
 WAVELETS = ("haar", "db2")

@@ -144,7 +144,7 @@ class Nearest:
 
 def test_hook_register_resize_strategies(zoo_register_plugin, zoo_registry, bert_folder):
     """A strategy used by --strategy, and by a transform's default_strategy."""
-    from zoo_plugins.dct import DCT
+    from zoo_plugins.transforms.dct import DCT
 
     class DCTNearest(DCT):
         name = "dct-nearest"

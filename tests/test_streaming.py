@@ -97,7 +97,7 @@ def test_writer_casts_and_refuses_bad_rows_and_missing_data(tmp_path):
 def test_fft_analysis_matches_scipy(n):
     """Every analysis path against scipy: the truncated basis product (few kept coefficients), scipy's DCT (a
     CPU, many kept) and the torch FFT (Makhoul) that runs on a GPU, exercised here on the CPU."""
-    from zoo_plugins.dct import _dct_fft
+    from zoo_plugins.transforms.dct import _dct_fft
 
     dct = catalog().transform("dct")
     x = torch.randn(4, n, 3, dtype=torch.float64)

@@ -3,7 +3,7 @@
 Most families are described by data: a :class:`WeightMap` per parameter (its key, with ``{i}`` for the layer
 index, and the roles of its axes) plus the config keys that hold each size. :class:`TransformersAdapter` turns that
 description into extraction and model building for any ``transformers`` model. A new family is usually one small
-file that subclasses it and lists its weights (see ``zoo_plugins.bert``).
+file that subclasses it and lists its weights (see ``zoo_plugins.architectures.bert``).
 """
 
 from __future__ import annotations

@@ -17,12 +17,13 @@ inverse step with zero details by ``sum(rec_lo) / 2``. Every operator here divid
 approximation is a smaller copy of the signal on the signal's own scale (for haar: pairwise means) and any resize
 keeps a constant constant. The pipeline then restores each layer's mean and std anyway.
 
-**Resizing** (:func:`resize_operator`, the ``wavelet`` strategy in :mod:`zoo_plugins.wavelet`): between the smaller
-size ``s`` and the larger ``b``, take the most whole wavelet steps that fit (``k`` with ``up^k(s) <= b``; one step
-doubles a periodized length), and bridge the rest with an amplitude-preserving orthonormal DCT crop or zero-pad on
-the large side. Growing = ``k`` inverse steps with zero details, then DCT pad; shrinking = DCT crop, then ``k``
-approximation steps. So dyadic ratios are pure BoT, 384 -> 512 is a DCT pad, 6 -> 9 layers a DCT pad and 12 -> 5
-a DCT crop 12 -> 10 then one wavelet step; and shrinking undoes growing exactly (periodization mode).
+**Resizing** (:func:`resize_operator`, the ``wavelet`` strategy in :mod:`zoo_plugins.strategies.wavelet`): between
+the smaller size ``s`` and the larger ``b``, take the most whole wavelet steps that fit (``k`` with
+``up^k(s) <= b``; one step doubles a periodized length), and bridge the rest with an amplitude-preserving
+orthonormal DCT crop or zero-pad on the large side. Growing = ``k`` inverse steps with zero details, then DCT pad;
+shrinking = DCT crop, then ``k`` approximation steps. So dyadic ratios are pure BoT, 384 -> 512 is a DCT pad, 6 -> 9
+layers a DCT pad and 12 -> 5 a DCT crop 12 -> 10 then one wavelet step; and shrinking undoes growing exactly
+(periodization mode).
 
 **Why our own torch code, not ptwt:** zoo only needs one-level filter banks per (wavelet, mode, length): banded
 matrices built once from index arithmetic. A whole axis resize is composed into one banded operator and applied as
@@ -48,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo import InvalidConfigError, UnknownNameError, hookimpl
 from zoo.transforms import apply_matrix
-from zoo_plugins.dct import dct_basis
+from zoo_plugins.transforms.dct import dct_basis
 
 if TYPE_CHECKING:
     import torch
