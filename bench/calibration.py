@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from zoo.api import _read_weights, find_adapter
+    from zoo.resolver import find_adapter, read_weights
     from zoo.calibration import calibrate
     from zoo.genes import genome_of
     from zoo.extraction import gene_groups
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, source in sources():
         ckpt = convergence.checkpoint(source)
         adapter = find_adapter(ckpt.config)
-        genome = genome_of(gene_groups(adapter, _read_weights(ckpt, source), ckpt.config))
+        genome = genome_of(gene_groups(adapter, read_weights(ckpt, source), ckpt.config))
         runs = {}
         for n in sizes + ["none"]:
             start = time.perf_counter()

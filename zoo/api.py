@@ -9,7 +9,7 @@ import re
 import shlex
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -20,16 +20,20 @@ from . import assemble, card, outputs
 from ._version import __version__
 from .adapters import DEFAULT_MAX_PARAMS
 from .calibrate import depth_calibrated
+from .dtypes import STORAGE_DTYPES
 from .errors import InvalidConfigError, UnknownNameError, ZooError
+from .extraction import extract_groups, gene_groups, kept_size, parse_keep
 from .genes import DEPTH, genome_of, resizable, shape_for
 from .importance import DEFAULT_SAMPLES, Calibration, ordered_groups
-from .dtypes import STORAGE_DTYPES
-from .extraction import extract_groups, gene_groups, kept_size, parse_keep
+from .inputs import apply_options, check_name, check_params, registry_session, resolve_device
 from .materialization import STATS_RULES, materialize as materialize_genes, materialize_stream
-from .plugin_host import catalog, pm
+from .plugin_host import catalog
 from .registry import LearngeneInfo
 from .registry.util import now
-from .sources import HUB_ID, resolve
+from .resolver import (default_learngene_name, describe_source, find_adapter, read_weights, reading, resolve_checkpoint,
+                       unreadable)
+from .share import artifact_folder, import_learngene
+from .sources import HUB_ID
 
 if TYPE_CHECKING:
     import torch
@@ -41,73 +45,8 @@ DEFAULT_TRANSFORM = "ordered"  # docs/results.md: it trains fastest on every fam
 # layers (extracting) or genes (materializing) worked on at once, each on one torch thread: FFTs and small
 # products scale better across tensors than inside one (docs/performance.md)
 EXTRACT_WORKERS = max(1, min(4, os.cpu_count() or 1))
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_SEED = 0  # parameters no gene covers get the same init on every run unless asked otherwise
 USER_FILES = ("README.md", ".gitattributes")  # a user's own card and Hub repo files: kept when zoo writes the folder
-
-
-@contextmanager
-def registry_session(registry: Registry | str | os.PathLike[str] | None, create: bool = False) -> Iterator[Registry]:
-    """The given registry, or one opened (and closed again) from a location."""
-    from .registry.store import Registry, open_registry  # SQLAlchemy: only commands that open a registry load it
-
-    if isinstance(registry, Registry):
-        yield registry
-        return
-    reg = open_registry(registry, create=create)
-    try:
-        yield reg
-    finally:
-        reg.close()
-
-
-def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):  # fullmatch: `$` would allow "x\n"
-        raise InvalidConfigError(
-            f"invalid learngene name {name!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    return name
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    import torch
-
-    text = str(device or "auto")
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text == "cpu":
-        return torch.device("cpu")
-    if text.startswith("cuda"):
-        if not re.fullmatch(r"cuda(:\d+)?", text):
-            raise InvalidConfigError(f"invalid device '{text}'; valid choices: auto, cpu, cuda, cuda:N")
-        if not torch.cuda.is_available():
-            raise InvalidConfigError(f"device '{text}' requested but CUDA is not available here; use --device cpu or auto")
-        return torch.device(text)
-    raise InvalidConfigError(f"invalid device '{text}'; valid choices: {', '.join(DEVICES)}, cuda:N")
-
-
-def find_adapter(config: dict[str, Any]) -> Any:
-    cat = catalog()
-    model_type = config.get("model_type")
-    for entry in cat.architectures.values():
-        if model_type in getattr(entry.obj, "model_types", ()):
-            return entry.obj
-    supported = [t for e in cat.architectures.values() for t in getattr(e.obj, "model_types", ())]
-    raise UnknownNameError("model type", str(model_type), supported, hint="install a zoo plugin for it")
-
-
-def default_learngene_name(checkpoint: Any, transform: str) -> str:
-    """``<model>.<transform>``, the model named by its hub id, its folder or the source plugin's default."""
-    if getattr(checkpoint, "default_name", None):
-        base = checkpoint.default_name
-    elif checkpoint.hub_id:
-        base = checkpoint.hub_id.rsplit("/", 1)[-1]
-    else:
-        folder = checkpoint.root
-        base = folder.parent.name if folder.name in ("model", "models", "weights", "checkpoint") else folder.name
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-._").lower() or "model"
-    return f"{base}.{transform}"
 
 
 def add_learngene(
@@ -139,8 +78,6 @@ def add_learngene(
 
     A folder or ``ORG/REPO`` written by ``zoo learngene export`` is imported as it is (:mod:`zoo.share`), unless
     ``import_exported`` is False (the caller has looked already)."""
-    from .share import artifact_folder, import_learngene
-
     if import_exported and artifact_folder(source) is not None:
         return import_learngene(source, registry=registry, name=name).info
     cat = catalog()
@@ -155,20 +92,17 @@ def add_learngene(
     # open first: a broken registry fails before the slow extraction
     with registry_session(registry, create=True) as reg:
         reg.check_writable(f"cannot add a learngene from '{source}'")  # read-only storage: before reading the source
-        return _add(reg, source, cat, transform, transform_obj, keep_ratios, name, dtype, params, parent, notes,
+        return _add(reg, source, transform, transform_obj, keep_ratios, name, dtype, params, parent, notes,
                     progress, dev, (calibrate, calibrate_samples))
 
 
-def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: Any, keep_ratios: dict[str, float],
+def _add(reg: Registry, source: str, transform: str, transform_obj: Any, keep_ratios: dict[str, float],
          name: str | None, dtype: str, params: dict[str, Any] | None, parent: str | None,
          notes: str | None, progress: bool = False, device: torch.device | None = None,
          calibrate: tuple[Any, int] = ("default", DEFAULT_SAMPLES)) -> LearngeneInfo:
-    checkpoint = pm.hook.resolve_source(source=source)
-    if checkpoint is None:
-        aliases = {a: hub for e in cat.architectures.values() for a, hub in getattr(e.obj, "source_aliases", {}).items()}
-        checkpoint = resolve(source, aliases, aliases)
+    checkpoint = resolve_checkpoint(source)
     adapter = find_adapter(checkpoint.config)
-    groups = list(gene_groups(adapter, _read_weights(checkpoint, source), checkpoint.config))
+    groups = list(gene_groups(adapter, read_weights(checkpoint, source), checkpoint.config))
     roles = {role for group in groups for _, axes, _ in group.genes for role in axes}
     unknown_roles = sorted(set(keep_ratios) - roles - {"*"})
     if unknown_roles:
@@ -189,7 +123,7 @@ def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: An
         try:
             genome = genome_of(groups)  # the source's weights, read once for the calibration model
         except (ValueError, OSError) as exc:  # a damaged file: the same one line as when extraction finds it
-            raise _unreadable(source, exc) from exc
+            raise unreadable(source, exc) from exc
         with torch.no_grad():
             calibration = run_calibration(adapter, checkpoint, genome, calibrate[0], calibrate[1], device=device)
         if any(ratio < 1.0 for ratio in keep_ratios.values()):  # store the most important units only
@@ -202,7 +136,7 @@ def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: An
         calibration=calibration.to_bytes() if calibration is not None else None,
     )
     on_gpu = device is not None and device.type != "cpu"
-    records = _reading(source, extract_groups(groups, transform_obj, {"*": 1.0} if selected else keep_ratios, params,
+    records = reading(source, extract_groups(groups, transform_obj, {"*": 1.0} if selected else keep_ratios, params,
                                               STORAGE_DTYPES[dtype], device=device if on_gpu else None,
                                               workers=EXTRACT_WORKERS))
     if selected:  # the layers were read already cut to their kept units: record the source's own shapes
@@ -234,52 +168,6 @@ def _bar(total: int, description: str, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=description, unit="gene", disable=None if enabled else True, leave=False)
-
-
-def _read_weights(checkpoint: Any, source: str) -> Mapping[str, torch.Tensor]:
-    """The checkpoint's tensors (read lazily where the format allows); a file that is damaged, or a pickle that
-    ``weights_only`` refuses, is one line."""
-    try:
-        return checkpoint.tensors() if hasattr(checkpoint, "tensors") else checkpoint.state_dict()
-    except ZooError:
-        raise
-    except Exception as exc:
-        raise _unreadable(source, exc) from exc
-
-
-def _reading(source: str, records: Iterator[Any]) -> Iterator[Any]:
-    """``records``, with a damaged file found while streaming reported like one found up front."""
-    try:
-        yield from records
-    except (ValueError, OSError) as exc:
-        raise _unreadable(source, exc) from exc
-
-
-def _unreadable(source: str, exc: BaseException) -> ZooError:
-    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return ZooError(f"cannot read the weights of '{source}' (zoo loads only safetensors, GGUF and plain-tensor "
-                    f"torch files, never pickled code): {type(exc).__name__}: {reason}")
-
-
-def check_params(transform: Any, params: dict[str, Any] | None) -> dict[str, Any]:
-    """The transform's parameters with defaults filled in; unknown names are an error listing the valid ones."""
-    accepted: dict[str, Any] = dict(getattr(transform, "parameters", {}))
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise InvalidConfigError(
-            f"transform '{transform.name}' has no parameter {', '.join(repr(u) for u in unknown)}; "
-            f"valid: {', '.join(sorted(accepted)) or '(none)'}"
-        )
-    validate = getattr(transform, "validate_params", None)
-    merged = {**accepted, **params}
-    return validate(merged) if validate else merged
-
-
-def describe_source(source: str) -> str:
-    """How a learngene records where it came from: an absolute path for local files, else what the user typed."""
-    path = Path(source).expanduser()
-    return str(path.resolve()) if path.exists() else source
 
 
 def pick_learngene(reg: Registry, arch: str | None, name: str | None) -> tuple[LearngeneInfo, Any]:
@@ -509,8 +397,7 @@ def add_default_learngene(reg: Registry, arch: str, notify: Any, progress: bool 
     if reg.latest(adapter.name) is not None or not source or not HUB_ID.match(source):
         return None
     try:
-        if pm.hook.resolve_source(source=source) is None:
-            resolve(source, {})
+        resolve_checkpoint(source)
     except ZooError as exc:
         have = sorted({i.family for i in reg.list()})
         alternatives = f"--arch {' or --arch '.join(have)}, " if have else ""
@@ -717,18 +604,6 @@ def _report(job: _Job, model_class: str, parameters: int, fresh: list[str]) -> d
         "stats": job.stats,
         "device": str(job.device),
     }
-
-
-def apply_options(adapter: Any, config: dict[str, Any], options: dict[str, Any] | None) -> dict[str, Any]:
-    """The target config with the family's extra options (``--set KEY=VALUE``); unknown keys name the valid ones."""
-    if not options:
-        return config
-    accepted = getattr(adapter, "target_options", {})
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise InvalidConfigError(f"architecture '{adapter.name}' has no option {', '.join(repr(u) for u in unknown)}; "
-                                 f"valid: {', '.join(sorted(accepted)) or '(none)'}")
-    return adapter.apply_options(config, dict(options))
 
 
 def _fits(record: Any, sizes: dict[str, int]) -> bool:

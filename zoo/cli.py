@@ -15,8 +15,8 @@ import click
 from click.core import ParameterSource
 
 from . import api
-from .api import registry_session
 from .errors import UnknownNameError, ZooError
+from .inputs import registry_session
 from .plugin_host import catalog, load_errors, load_plugins, plugin_sources, pm
 from .refine_train import DEFAULT_LAMBDA, DEFAULT_REFINE_KEEP, refine_learngene
 from .share import artifact_folder, export_learngene, find_artifact, import_learngene

@@ -26,10 +26,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .api import check_params, find_adapter
 from .extraction import kept_size, parse_keep
 from .genes import Genome, resizable
+from .inputs import check_params
 from .plugin_host import catalog
+from .resolver import find_adapter
 from .stats import EPS, broadcast_stat, std_mean
 from .transforms import apply_matrix
 

@@ -37,9 +37,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from .adapters import SIZE_OPTIONS
-from .api import check_params
 from .errors import InvalidConfigError
 from .genes import DEPTH, Gene, resizable, shape_for
+from .inputs import check_params
 from .materialization import interpolate_depth, materialize
 from .extraction import extract, parse_keep
 from .plugin_host import catalog, register_plugin, unregister_plugin

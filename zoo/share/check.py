@@ -17,10 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..api import NAME_PATTERN
 from ..dtypes import STORAGE_DTYPES
 from ..errors import ArtifactError
 from ..importance import META_KEY
+from ..inputs import NAME_PATTERN
 from .layout import (CALIBRATION, FORMAT, FORMAT_VERSION, GENE_DTYPES, HEX64, ITEM_SIZE, MANIFEST,
                      MAX_ASSET_BYTES, MAX_ASSETS, MAX_GENE_BYTES, MAX_GENES, MAX_JSON_BYTES, MAX_NDIM,
                      MAX_SAFETENSORS_HEADER, METADATA, PART, README, ROLE, SAFE_NAME, content_sha256, sha256_of)

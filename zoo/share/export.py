@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..api import registry_session
 from ..errors import InvalidConfigError
+from ..inputs import registry_session
 from .layout import (CALIBRATION, CONTENT_FIELDS, FORMAT, FORMAT_VERSION, MANIFEST, METADATA, ORG_REPO,
                      README, SAFE_NAME, content_sha256, sha256_of, stored_content_sha256)
 
