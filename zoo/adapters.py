@@ -339,7 +339,8 @@ class TransformersAdapter:
         params = model.state_dict(keep_vars=True)
         if not self.streamable:
             # a family that is not streamable may have its own layout logic (from_genome): it needs every gene at once
-            values = self.from_genome(_whole_genes(genes), config, {k: v.detach() for k, v in params.items()})
+            values = self.from_genome(_whole_genes(genes), config,  # type: ignore[arg-type]  # _Held: a Gene's fields
+                                      {k: v.detach() for k, v in params.items()})
             for key, value in values.items():
                 if params[key].shape != value.shape:
                     raise InvalidConfigError(f"gene for '{key}' has shape {tuple(value.shape)}, model wants "

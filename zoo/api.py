@@ -97,7 +97,7 @@ def add_learngene(
 
 
 def _add(reg: Registry, source: str, transform: str, transform_obj: Any, keep_ratios: dict[str, float],
-         name: str | None, dtype: str, params: dict[str, Any] | None, parent: str | None,
+         name: str | None, dtype: str, params: dict[str, Any], parent: str | None,
          notes: str | None, progress: bool = False, device: torch.device | None = None,
          calibrate: tuple[Any, int] = ("default", DEFAULT_SAMPLES)) -> LearngeneInfo:
     checkpoint = resolve_checkpoint(source)
@@ -183,14 +183,14 @@ def pick_learngene(reg: Registry, arch: str | None, name: str | None) -> tuple[L
     if not arch:
         raise InvalidConfigError(f"give --arch (one of {', '.join(sorted(cat.architectures))}) or --from NAME")
     adapter = cat.architecture(arch)
-    info = reg.latest(adapter.name)
-    if info is None:
+    latest = reg.latest(adapter.name)
+    if latest is None:
         have = sorted({i.family for i in reg.list()})
         raise InvalidConfigError(
             f"registry {reg.where} has no {adapter.name} learngene (it has: {', '.join(have) or 'none'}); "
             f"add one with `zoo learngene add SOURCE`"
         )
-    return info, adapter
+    return latest, adapter
 
 
 def _check_memory(params: int, device: torch.device) -> None:
@@ -202,7 +202,8 @@ def _check_memory(params: int, device: torch.device) -> None:
         available = free
     else:
         try:  # MemAvailable counts reclaimable page cache; free pages alone shrink after any large file write
-            available = int(re.search(r"MemAvailable:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) * 1024
+            meminfo = Path("/proc/meminfo").read_text()
+            available = int(re.search(r"MemAvailable:\s+(\d+)", meminfo).group(1)) * 1024  # type: ignore[union-attr]
         except (OSError, AttributeError, ValueError):
             try:
                 available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -682,7 +683,7 @@ def save(model: torch.nn.Module, adapter: Any, out_dir: Path, assets: dict[str, 
 def _umask() -> int:
     try:  # Linux says it without changing it
         status = Path("/proc/self/status").read_text()
-        return int(re.search(r"^Umask:\s+([0-7]+)", status, re.M).group(1), 8)
+        return int(re.search(r"^Umask:\s+([0-7]+)", status, re.M).group(1), 8)  # type: ignore[union-attr]
     except (OSError, AttributeError, ValueError):
         mask = os.umask(0o022)  # elsewhere reading the umask means setting it: put it straight back
         os.umask(mask)

@@ -284,9 +284,9 @@ def write_pretrained(model: torch.nn.Module, placements: Mapping[str, list[Place
         raise
     files = list(names)
     if len(names) > 1:
-        index = {"metadata": {"total_size": sum(params[k].numel() * item for k in keys)},
-                 "weight_map": {key: file_of[key] for key in keys}}
-        (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+        shard_index = {"metadata": {"total_size": sum(params[k].numel() * item for k in keys)},
+                       "weight_map": {key: file_of[key] for key in keys}}
+        (out_dir / "model.safetensors.index.json").write_text(json.dumps(shard_index, indent=2) + "\n")
         files.append("model.safetensors.index.json")
     config = model.config
     config.architectures = [type(model).__name__]  # as save_pretrained records it

@@ -43,7 +43,7 @@ def parse_keep(keep: float | str | Mapping[str, float] | None) -> dict[str, floa
     else:
         raise InvalidConfigError(f"--keep must be a ratio like 0.5 or 'hidden=0.5,depth=1', got {keep!r}")
     out: dict[str, float] = {}
-    for role, value in ratios.items():
+    for role, value in ratios.items():  # type: ignore[assignment]  # a str above
         try:
             ratio = float(value)
         except (TypeError, ValueError):
@@ -194,7 +194,7 @@ class _GroupBlocks:
             else:
                 if name not in self.blocks:
                     self.blocks[name] = block.new_empty((self.group.depth, *block.shape))
-                    self.source_shapes[name] = [self.group.depth, *shape]
+                    self.source_shapes[name] = [self.group.depth, *shape]  # type: ignore[list-item]
                 self.blocks[name][len(self.stats[name][0])] = block
             self.stats[name][0].append(std)
             self.stats[name][1].append(mean)
@@ -211,7 +211,8 @@ class _GroupBlocks:
             coeffs = self.blocks.pop(name)
             std, mean = (torch.stack(stds), torch.stack(means)) if group.stacked else (stds[0], means[0])
             if group.stacked:
-                coeffs = _analyze_depth(coeffs, transform, kept_size(group.depth, DEPTH, keep), params)
+                kept_depth = kept_size(group.depth, DEPTH, keep)  # type: ignore[arg-type]
+                coeffs = _analyze_depth(coeffs, transform, kept_depth, params)
             coeffs = coeffs.to(dtype)
             if coeffs.untyped_storage().nbytes() > 2 * coeffs.nbytes:
                 coeffs = coeffs.clone()  # the kept depth rows of the layers' buffer: let the rest of it go now

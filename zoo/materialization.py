@@ -123,7 +123,7 @@ def materialize_stream(records: Mapping[str, GeneRecord], sizes: Mapping[str, in
                 record = records[name].loaded()  # here, on the consumer's thread: a lazy record reads its tensors
                 target_shape = _target_shape(name, record, sizes)
                 if not (record.stacked and layerwise):
-                    yield lambda name=name, record=record, shape=target_shape: (
+                    yield lambda name=name, record=record, shape=target_shape: (  # type: ignore[misc]
                         name, None, materialize_gene(record, shape, transform, strategy, params, stats))
                     continue
                 with torch.no_grad():  # depth first, on the small coefficient block
