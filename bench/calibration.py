@@ -65,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from zoo.api import _read_weights, find_adapter
+    from zoo.resolver import find_adapter, read_weights
     from zoo.calibration import calibrate
     from zoo.genes import genome_of
-    from zoo.pipeline import gene_groups
+    from zoo.extraction import gene_groups
 
     sizes = [int(s) for s in args.samples.split(",")]
     lines = [f"Command: `python bench/calibration.py --samples {args.samples}`; torch threads "
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, source in sources():
         ckpt = convergence.checkpoint(source)
         adapter = find_adapter(ckpt.config)
-        genome = genome_of(gene_groups(adapter, _read_weights(ckpt, source), ckpt.config))
+        genome = genome_of(gene_groups(adapter, read_weights(ckpt, source), ckpt.config))
         runs = {}
         for n in sizes + ["none"]:
             start = time.perf_counter()

@@ -11,7 +11,7 @@ optimizer, learning-rate schedule and number of steps) and is evaluated on the s
 * ``dwt``: BoT's wavelet learngene (the ``dwt`` transform, when installed) at BoT's level 1 (keep 0.5) with its
   default strategy.
 * ``select``: Weight Selection (large-to-small), ``duplicate``: Net2Net/HyperCloning widening + layer stacking
-  (small-to-large), both from a keep-1 learngene (the source's exact weights; ``zoo_plugins.baselines``).
+  (small-to-large), both from a keep-1 learngene (the source's exact weights; ``zoo_plugins.strategies.baselines``).
 
 Reported per method: held-out loss over steps, and the share of steps saved to reach random init's final held-out
 loss, ``1 - steps_to_reach / steps``, with ``steps_to_reach`` linearly interpolated between evaluations (if random
@@ -226,7 +226,7 @@ def _smollm2_folder() -> Path:
     if not (out / "config.json").exists():
         from safetensors.torch import save_file
 
-        ckpt = zoo.plugins.pm.hook.resolve_source(source=str(gguf))
+        ckpt = zoo.plugin_host.pm.hook.resolve_source(source=str(gguf))
         state = {k: v.contiguous() for k, v in ckpt.state_dict().items()}
         if ckpt.config.get("tie_word_embeddings"):
             state.pop("lm_head.weight", None)  # shares memory with the embeddings; the model re-ties it
@@ -383,7 +383,7 @@ class Learngenes:
 
 def checkpoint(source: str) -> Any:
     """The source as zoo resolves it: a plugin's resolve_source hook first, then zoo's own resolver."""
-    from zoo.plugins import pm
+    from zoo.plugin_host import pm
     from zoo.sources import resolve
 
     return pm.hook.resolve_source(source=source) or resolve(source, {}, {})
@@ -414,7 +414,7 @@ def build(task: Task, method: Method, genes: Learngenes, seed: int = SEED) -> to
     from zoo.api import bind_strategy
     from zoo.calibrate import depth_calibrated
     from zoo.importance import Calibration
-    from zoo.pipeline import materialize
+    from zoo.materialization import materialize
 
     torch.manual_seed(seed)
     if method.transform is None:
@@ -676,7 +676,7 @@ class AxisMix:
 
 def ordered_ablation_methods(task: Task) -> list[Method]:
     """What decided the ordered strategy's defaults, each against the default and the baseline of its direction."""
-    from zoo_plugins.ordered import OrderedStrategy
+    from zoo_plugins.transforms.ordered import OrderedStrategy
 
     return [
         RANDOM,

@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer, BertModel
 
     import zoo
-    from zoo_plugins.baselines import select_indices
-    from zoo_plugins.dct import dct_basis
+    from zoo_plugins.strategies.baselines import select_indices
+    from zoo_plugins.transforms.dct import dct_basis
 
     source = convergence._minilm()
     tok = AutoTokenizer.from_pretrained(source)

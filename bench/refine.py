@@ -38,7 +38,7 @@ def refined_learngenes(task: C.Task, genes: C.Learngenes, lambdas: list[float], 
                        seq: int) -> tuple[str, dict[float, dict[str, Any]]]:
     """Add the unrefined learngene and one refined learngene per lambda to the benchmark's registry."""
     import zoo
-    from zoo.pipeline import extract, parse_keep
+    from zoo.extraction import extract, parse_keep
     from zoo.refine import LearngeneSpec
     from zoo.refine_train import refine_model
 
@@ -74,7 +74,7 @@ def _child(info: Any, name: str, parent: str) -> Any:
 def build_from(task: C.Task, name: str, genes: C.Learngenes) -> torch.nn.Module:
     """The target initialized from a stored learngene, exactly as bench/convergence.py's ``build`` does."""
     import zoo
-    from zoo.pipeline import materialize
+    from zoo.materialization import materialize
 
     info = genes.registry.get(name)
     adapter, config = C.target_config(task, info)

@@ -71,7 +71,7 @@ elif case == "extract":  # add's transforms alone: no source hash, no encoding, 
     import zoo
     from pathlib import Path
     from zoo.api import EXTRACT_WORKERS, find_adapter
-    from zoo.pipeline import extract_groups, gene_groups, parse_keep
+    from zoo.extraction import extract_groups, gene_groups, parse_keep
     from zoo.sources import from_local
     dct = zoo.catalog().transform("dct")
     start = time.perf_counter()

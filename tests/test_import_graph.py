@@ -30,7 +30,6 @@ HEAVY = frozenset({
 # (importing module, imported module): why the import is deferred although the imported module is light.
 DEFERRED = {
     ("zoo.testing", "zoo.cli"): "importing zoo.cli loads every plugin; zoo.testing is loaded by every pytest session",
-    ("zoo.api", "zoo.share"): "zoo.share (export and import) builds on zoo.api; add_learngene hands it an exported one",
 }
 
 
@@ -124,7 +123,7 @@ def scan(module: Module, known: set[str]) -> None:
                 visit(child, deferred)
 
     visit(tree, False)
-    for node in ast.walk(tree):  # `pipeline._helper` on an imported zoo module
+    for node in ast.walk(tree):  # `extraction._helper` on an imported zoo module
         if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
                 and node.attr.startswith("_") and not node.attr.startswith("__")):
             module.private.append((node.lineno, f"{bound[node.value.id]}.{node.attr}"))
@@ -189,7 +188,7 @@ def cycles(graph: dict[str, Module]) -> list[list[str]]:
 def test_the_scan_sees_imports(graph):
     # guards the checks below against a scan that finds nothing
     assert "zoo.genes" in graph["zoo.adapters"].imports and "zoo.errors" in graph["zoo.adapters"].imports
-    assert "torch" in {t for _, t in graph["zoo.pipeline"].deferred}
+    assert "torch" in {t for _, t in graph["zoo.extraction"].deferred}
     assert {"zoo.registry.store", "sqlalchemy"} <= heavy_modules(graph) | HEAVY
     assert "zoo.genes" not in heavy_modules(graph)
 
@@ -200,8 +199,8 @@ def test_no_import_cycles(graph):
 
 def test_cycle_detection_finds_a_cycle(graph):
     looped = {name: Module(name, m.path, m.is_package, set(m.imports)) for name, m in graph.items()}
-    looped["zoo.genes"].imports.add("zoo.pipeline")  # pipeline imports genes
-    assert any({"zoo.genes", "zoo.pipeline"} <= set(c) for c in cycles(looped))
+    looped["zoo.genes"].imports.add("zoo.extraction")  # extraction imports genes
+    assert any({"zoo.genes", "zoo.extraction"} <= set(c) for c in cycles(looped))
 
 
 def test_no_private_names_across_modules(graph):
@@ -227,3 +226,22 @@ def test_deferred_exceptions_are_still_needed(graph):
     stale = [pair for pair in DEFERRED
              if pair[1] in heavy or pair[1] not in {target for _, target in graph[pair[0]].deferred}]
     assert stale == []
+
+
+def test_no_module_is_named_like_a_public_function_of_the_package(graph):
+    # importing a submodule binds it as an attribute of its package: a module zoo/materialize.py would turn
+    # `zoo.materialize` (the API function, loaded lazily) into that module once anything imported it
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    public = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                  and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets))
+    assert "materialize" in public and "catalog" in public
+    submodules = {name.split(".")[1] for name in graph if name.count(".") >= 1}
+    assert sorted(submodules & set(public)) == []
+
+
+def test_only_the_cli_imports_the_api_facade(graph):
+    # zoo.api holds the public functions; the helpers other modules share live in the modules they belong to
+    # (zoo.inputs, zoo.resolver, ...), so the facade is never a toolbox
+    importers = sorted(m.name for m in graph.values()
+                       if "zoo.api" in m.imports | {target for _, target in m.deferred})
+    assert importers == ["zoo.cli"]

@@ -32,7 +32,7 @@ from transformers import (
 import zoo
 from conftest import package_dir
 from zoo.cli import cli
-from zoo_plugins import llama
+from zoo_plugins.architectures import llama
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TEXT = "The capital of France is Paris. It is known for the Eiffel Tower, museums and its cafes along the Seine."

@@ -130,7 +130,7 @@ def test_example_plugin_works_through_its_entry_point(distilbert_dir, tmp_path):
 
 
 def test_duplicate_names_are_an_error_naming_both_plugins():
-    from zoo_plugins.bert import BertAdapter
+    from zoo_plugins.architectures.bert import BertAdapter
 
     before = dict(zoo.catalog().architectures)
     with pytest.raises(zoo.DuplicateNameError, match="'bert' from plugin 'impostor' conflicts with plugin 'bert'"):
@@ -146,7 +146,7 @@ def test_duplicate_names_are_an_error_naming_both_plugins():
 ])
 def test_adapters_may_not_share_model_types_or_aliases(claim, other, what):
     """Which adapter reads a checkpoint, or answers to an alias, never depends on the order plugins load in."""
-    from zoo_plugins.bert import BertAdapter
+    from zoo_plugins.architectures.bert import BertAdapter
 
     impostor = type("Impostor", (BertAdapter,), {"name": "impostor", "model_types": ("impostor",),
                                                   "arch_aliases": (), "source_aliases": {}, **claim})
@@ -159,7 +159,7 @@ def test_adapters_may_not_share_model_types_or_aliases(claim, other, what):
 
 
 def test_explicit_replace_overrides():
-    from zoo_plugins.bert import BertAdapter
+    from zoo_plugins.architectures.bert import BertAdapter
 
     class Patched(BertAdapter):
         description = "patched"
@@ -207,20 +207,56 @@ def test_disable_plugins_env(tmp_path):
 
 
 def test_builtins_are_listed_once():
-    """zoo.plugins.BUILTIN_PLUGINS is the one list: it names every module of plugins/ that implements a hook, and
-    pyproject.toml does not list them again as entry points."""
+    """zoo.plugin_host.BUILTIN_PLUGINS is the one list: it names every module of plugins/ (and its subpackages, one
+    per kind) that implements a hook, and pyproject.toml does not list them again as entry points."""
     import ast
     import tomllib
 
-    from zoo.plugins import BUILTIN_PLUGINS
+    from zoo.plugin_host import BUILTIN_PLUGINS
 
     root = Path(__file__).resolve().parents[1]
     with_hooks = set()
-    for path in (root / "plugins").glob("*.py"):
+    for path in (root / "plugins").rglob("*.py"):
         tree = ast.parse(path.read_text())
         if any("hookimpl" in ast.unparse(d) for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
                for d in node.decorator_list):
-            with_hooks.add(f"zoo_plugins.{path.stem}")
+            with_hooks.add(".".join(["zoo_plugins", *path.relative_to(root / "plugins").with_suffix("").parts]))
     assert with_hooks and set(BUILTIN_PLUGINS) == with_hooks
     declared = tomllib.loads((root / "pyproject.toml").read_text())["project"].get("entry-points", {}).get("zoo", {})
     assert not [value for value in declared.values() if value.startswith("zoo_plugins.")]
+
+
+def test_builtins_are_grouped_by_kind():
+    """plugins/ has one subpackage per kind; each built-in implements the hook of its folder's kind (a transform's
+    module may register its own resize strategy too) and has a name no other built-in has (a plugin's name is its
+    module's last name)."""
+    import ast
+
+    from zoo.plugin_host import BUILTIN_PLUGINS
+
+    root = Path(__file__).resolve().parents[1]
+    kinds = {"architectures": "register_architectures", "transforms": "register_transforms",
+             "strategies": "register_resize_strategies", "sources": "resolve_source"}
+    wrong = []
+    for module in BUILTIN_PLUGINS:
+        _, kind, name = module.split(".")
+        tree = ast.parse((root / "plugins" / kind / f"{name}.py").read_text())
+        hooks = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)
+                 and any("hookimpl" in ast.unparse(d) for d in node.decorator_list)}
+        if kinds.get(kind) not in hooks:
+            wrong.append(f"{module} implements {sorted(hooks)}, not {kinds.get(kind, f'a kind named {kind}')}")
+    assert wrong == []
+    short = [module.rsplit(".", 1)[-1] for module in BUILTIN_PLUGINS]
+    assert len(set(short)) == len(short)
+
+
+def test_every_package_is_in_the_wheel():
+    """pyproject.toml lists packages by hand (zoo_plugins is the plugins/ folder): every folder of zoo/ and plugins/
+    that holds Python files must be listed, or an installed zoo lacks it."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {path.parent.relative_to(root) for top in ("zoo", "plugins") for path in (root / top).rglob("*.py")}
+    needed = {".".join(["zoo_plugins" if f.parts[0] == "plugins" else "zoo", *f.parts[1:]]) for f in folders}
+    assert sorted(needed - listed) == []

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 import zoo
 from zoo.cli import cli
 from zoo.genes import Gene
-from zoo.pipeline import extract_gene, parse_keep
+from zoo.extraction import extract_gene, parse_keep
 from zoo.refine import (
     LearngeneSpec,
     energy_in_block,
@@ -284,11 +284,12 @@ def test_ctrl_c_during_training_leaves_the_registry_unchanged(tiny_bert_dir, tex
 
 def test_refining_minilm_raises_the_energy_in_the_block(minilm_dir, tmp_path):
     """Real weights: a few steps of masked LM + penalty on pydoc prose move energy into the kept block."""
-    from zoo.refine_train import _checkpoint, pydoc_text, refine_model
+    from zoo.refine_train import pydoc_text, refine_model
+    from zoo.resolver import resolve_checkpoint
 
     prose = tmp_path / "prose.txt"
     prose.write_text(pydoc_text()[:20000])  # a slice of the built-in corpus: tokenizing all of it takes seconds
-    checkpoint = _checkpoint(str(minilm_dir))
+    checkpoint = resolve_checkpoint(str(minilm_dir))
     adapter = zoo.catalog().architecture("bert")
     result = refine_model(checkpoint, adapter, DCT, data=str(prose), steps=3, lam=1.0, batch=2, seq=32,
                           progress=False)

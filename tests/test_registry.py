@@ -11,7 +11,7 @@ import torch
 from alembic.script import ScriptDirectory
 
 import zoo
-from zoo.pipeline import extract
+from zoo.extraction import extract
 from zoo.registry import Registry, open_registry
 from zoo.registry.store import MIGRATIONS, _alembic_config, example_registry_path, to_url
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo.plugins import BUILTIN_PLUGINS
+from zoo.plugin_host import BUILTIN_PLUGINS
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers")
@@ -48,7 +48,7 @@ def heavy(modules: set[str]) -> list[str]:
 @pytest.mark.parametrize("code", ["import zoo.cli", "import zoo.testing", "import zoo; zoo.catalog()"])
 def test_imports_load_no_torch(tmp_path, code):
     modules = imported(tmp_path, code)
-    assert "zoo.plugins" in modules  # the listing is real
+    assert "zoo.plugin_host" in modules  # the listing is real
     assert heavy(modules) == []
 
 
@@ -56,7 +56,7 @@ def test_imports_load_no_torch(tmp_path, code):
                                   ["plugins", "--json"]])
 def test_listing_commands_load_no_torch(tmp_path, args):
     modules = imported(tmp_path, RUN_CLI, *args)
-    assert {f"zoo_plugins.{name}" for name in ("bert", "dct")} <= modules  # every built-in was loaded
+    assert {"zoo_plugins.architectures.bert", "zoo_plugins.transforms.dct"} <= modules  # every built-in was loaded
     assert heavy(modules) == []
 
 
@@ -67,4 +67,4 @@ def test_tab_completion_loads_no_torch(tmp_path):
 
 def test_the_listing_sees_torch_when_it_is_imported(tmp_path):
     # otherwise every check above would pass however much was imported
-    assert heavy(imported(tmp_path, "import zoo.plugins, torch"))
+    assert heavy(imported(tmp_path, "import zoo.plugin_host, torch"))

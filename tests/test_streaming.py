@@ -20,8 +20,9 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 import zoo
 from zoo.cli import cli
-from zoo.pipeline import extract_groups, gene_groups, genome_groups
-from zoo.plugins import catalog
+from zoo.extraction import extract_groups, gene_groups
+from zoo.genes import genome_groups
+from zoo.plugin_host import catalog
 from zoo.safetensors_io import SafetensorsReader, SafetensorsWriter
 from zoo.sources import from_local
 
@@ -96,7 +97,7 @@ def test_writer_casts_and_refuses_bad_rows_and_missing_data(tmp_path):
 def test_fft_analysis_matches_scipy(n):
     """Every analysis path against scipy: the truncated basis product (few kept coefficients), scipy's DCT (a
     CPU, many kept) and the torch FFT (Makhoul) that runs on a GPU, exercised here on the CPU."""
-    from zoo_plugins.dct import _dct_fft
+    from zoo_plugins.transforms.dct import _dct_fft
 
     dct = catalog().transform("dct")
     x = torch.randn(4, n, 3, dtype=torch.float64)
@@ -337,7 +338,7 @@ def test_layers_are_transformed_in_slices_with_the_same_result(monkeypatch, layo
     """Each transform pass runs over slices along another axis; the result equals one unsliced pass and a scipy
     reference of the z-scored layer, for contiguous tables and for views (transposed Conv1D weights, q of a fused
     qkv), where the slices are strided."""
-    from zoo import pipeline
+    from zoo import extraction
 
     dct = catalog().transform("dct")
     torch.manual_seed(0)
@@ -347,10 +348,10 @@ def test_layers_are_transformed_in_slices_with_the_same_result(monkeypatch, layo
         x, axes = (torch.randn(400, 900) * 0.02 + 0.003).T, ("hidden", "mlp")
     else:
         x, axes = (torch.randn(300, 1200) * 0.02 + 0.003)[:, 400:800], ("hidden", "hidden")
-    whole = pipeline._standardize_and_analyze(x, axes, dct, {"*": 0.5}, {})
-    monkeypatch.setattr(pipeline, "SLICE_ELEMENTS", 5_000)
+    whole = extraction._standardize_and_analyze(x, axes, dct, {"*": 0.5}, {})
+    monkeypatch.setattr(extraction, "SLICE_ELEMENTS", 5_000)
     before = x.clone()
-    sliced = pipeline._standardize_and_analyze(x, axes, dct, {"*": 0.5}, {})
+    sliced = extraction._standardize_and_analyze(x, axes, dct, {"*": 0.5}, {})
     assert torch.equal(x, before)  # the source layer is never written to
     kept = tuple(n // 2 if role != "vocab" else n for n, role in zip(x.shape, axes))
     assert sliced[0].shape == whole[0].shape == kept
@@ -366,7 +367,7 @@ def test_layers_are_transformed_in_slices_with_the_same_result(monkeypatch, layo
 def test_layer_statistics_match_a_float64_reference(layout):
     """The fast std/mean (partial norms, float64 accumulation) against float64 two-pass statistics; a layer whose
     mean dwarfs its spread (a LayerNorm gain) takes the exact path and is right too."""
-    from zoo.pipeline import _layer_std_mean
+    from zoo.extraction import _layer_std_mean
 
     torch.manual_seed(1)
     x = {"contiguous": lambda: torch.randn(1000, 900) * 0.02,

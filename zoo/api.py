@@ -8,27 +8,32 @@ import os
 import re
 import shlex
 import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import assemble, card, outputs
+from . import assemble
 from ._version import __version__
 from .adapters import DEFAULT_MAX_PARAMS
 from .calibrate import depth_calibrated
+from .dtypes import STORAGE_DTYPES
 from .errors import InvalidConfigError, UnknownNameError, ZooError
+from .extraction import extract_groups, gene_groups, kept_size, parse_keep
 from .genes import DEPTH, genome_of, resizable, shape_for
 from .importance import DEFAULT_SAMPLES, Calibration, ordered_groups
-from .pipeline import (STATS_RULES, STORAGE_DTYPES, extract_groups, gene_groups, kept_size,
-                       materialize as materialize_genes, materialize_stream, parse_keep)
-from .plugins import catalog, pm
+from .inputs import apply_options, check_name, check_params, registry_session, resolve_device
+from .materialization import STATS_RULES, materialize as materialize_genes, materialize_stream
+from .model_folder import check_out, save, write_folder, zoo_output
+from .plugin_host import catalog
 from .registry import LearngeneInfo
 from .registry.util import now
-from .sources import HUB_ID, resolve
+from .resolver import (default_learngene_name, describe_source, find_adapter, read_weights, reading, resolve_checkpoint,
+                       unreadable)
+from .share import artifact_folder, import_learngene
+from .sources import HUB_ID
 
 if TYPE_CHECKING:
     import torch
@@ -40,73 +45,7 @@ DEFAULT_TRANSFORM = "ordered"  # docs/results.md: it trains fastest on every fam
 # layers (extracting) or genes (materializing) worked on at once, each on one torch thread: FFTs and small
 # products scale better across tensors than inside one (docs/performance.md)
 EXTRACT_WORKERS = max(1, min(4, os.cpu_count() or 1))
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_SEED = 0  # parameters no gene covers get the same init on every run unless asked otherwise
-USER_FILES = ("README.md", ".gitattributes")  # a user's own card and Hub repo files: kept when zoo writes the folder
-
-
-@contextmanager
-def registry_session(registry: Registry | str | os.PathLike[str] | None, create: bool = False) -> Iterator[Registry]:
-    """The given registry, or one opened (and closed again) from a location."""
-    from .registry.store import Registry, open_registry  # SQLAlchemy: only commands that open a registry load it
-
-    if isinstance(registry, Registry):
-        yield registry
-        return
-    reg = open_registry(registry, create=create)
-    try:
-        yield reg
-    finally:
-        reg.close()
-
-
-def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):  # fullmatch: `$` would allow "x\n"
-        raise InvalidConfigError(
-            f"invalid learngene name {name!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    return name
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    import torch
-
-    text = str(device or "auto")
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text == "cpu":
-        return torch.device("cpu")
-    if text.startswith("cuda"):
-        if not re.fullmatch(r"cuda(:\d+)?", text):
-            raise InvalidConfigError(f"invalid device '{text}'; valid choices: auto, cpu, cuda, cuda:N")
-        if not torch.cuda.is_available():
-            raise InvalidConfigError(f"device '{text}' requested but CUDA is not available here; use --device cpu or auto")
-        return torch.device(text)
-    raise InvalidConfigError(f"invalid device '{text}'; valid choices: {', '.join(DEVICES)}, cuda:N")
-
-
-def find_adapter(config: dict[str, Any]) -> Any:
-    cat = catalog()
-    model_type = config.get("model_type")
-    for entry in cat.architectures.values():
-        if model_type in getattr(entry.obj, "model_types", ()):
-            return entry.obj
-    supported = [t for e in cat.architectures.values() for t in getattr(e.obj, "model_types", ())]
-    raise UnknownNameError("model type", str(model_type), supported, hint="install a zoo plugin for it")
-
-
-def default_learngene_name(checkpoint: Any, transform: str) -> str:
-    """``<model>.<transform>``, the model named by its hub id, its folder or the source plugin's default."""
-    if getattr(checkpoint, "default_name", None):
-        base = checkpoint.default_name
-    elif checkpoint.hub_id:
-        base = checkpoint.hub_id.rsplit("/", 1)[-1]
-    else:
-        folder = checkpoint.root
-        base = folder.parent.name if folder.name in ("model", "models", "weights", "checkpoint") else folder.name
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-._").lower() or "model"
-    return f"{base}.{transform}"
 
 
 def add_learngene(
@@ -138,8 +77,6 @@ def add_learngene(
 
     A folder or ``ORG/REPO`` written by ``zoo learngene export`` is imported as it is (:mod:`zoo.share`), unless
     ``import_exported`` is False (the caller has looked already)."""
-    from .share import artifact_folder, import_learngene
-
     if import_exported and artifact_folder(source) is not None:
         return import_learngene(source, registry=registry, name=name).info
     cat = catalog()
@@ -154,20 +91,17 @@ def add_learngene(
     # open first: a broken registry fails before the slow extraction
     with registry_session(registry, create=True) as reg:
         reg.check_writable(f"cannot add a learngene from '{source}'")  # read-only storage: before reading the source
-        return _add(reg, source, cat, transform, transform_obj, keep_ratios, name, dtype, params, parent, notes,
+        return _add(reg, source, transform, transform_obj, keep_ratios, name, dtype, params, parent, notes,
                     progress, dev, (calibrate, calibrate_samples))
 
 
-def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: Any, keep_ratios: dict[str, float],
-         name: str | None, dtype: str, params: dict[str, Any] | None, parent: str | None,
+def _add(reg: Registry, source: str, transform: str, transform_obj: Any, keep_ratios: dict[str, float],
+         name: str | None, dtype: str, params: dict[str, Any], parent: str | None,
          notes: str | None, progress: bool = False, device: torch.device | None = None,
          calibrate: tuple[Any, int] = ("default", DEFAULT_SAMPLES)) -> LearngeneInfo:
-    checkpoint = pm.hook.resolve_source(source=source)
-    if checkpoint is None:
-        aliases = {a: hub for e in cat.architectures.values() for a, hub in getattr(e.obj, "source_aliases", {}).items()}
-        checkpoint = resolve(source, aliases, aliases)
+    checkpoint = resolve_checkpoint(source)
     adapter = find_adapter(checkpoint.config)
-    groups = list(gene_groups(adapter, _read_weights(checkpoint, source), checkpoint.config))
+    groups = list(gene_groups(adapter, read_weights(checkpoint, source), checkpoint.config))
     roles = {role for group in groups for _, axes, _ in group.genes for role in axes}
     unknown_roles = sorted(set(keep_ratios) - roles - {"*"})
     if unknown_roles:
@@ -188,7 +122,7 @@ def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: An
         try:
             genome = genome_of(groups)  # the source's weights, read once for the calibration model
         except (ValueError, OSError) as exc:  # a damaged file: the same one line as when extraction finds it
-            raise _unreadable(source, exc) from exc
+            raise unreadable(source, exc) from exc
         with torch.no_grad():
             calibration = run_calibration(adapter, checkpoint, genome, calibrate[0], calibrate[1], device=device)
         if any(ratio < 1.0 for ratio in keep_ratios.values()):  # store the most important units only
@@ -201,7 +135,7 @@ def _add(reg: Registry, source: str, cat: Any, transform: str, transform_obj: An
         calibration=calibration.to_bytes() if calibration is not None else None,
     )
     on_gpu = device is not None and device.type != "cpu"
-    records = _reading(source, extract_groups(groups, transform_obj, {"*": 1.0} if selected else keep_ratios, params,
+    records = reading(source, extract_groups(groups, transform_obj, {"*": 1.0} if selected else keep_ratios, params,
                                               STORAGE_DTYPES[dtype], device=device if on_gpu else None,
                                               workers=EXTRACT_WORKERS))
     if selected:  # the layers were read already cut to their kept units: record the source's own shapes
@@ -235,52 +169,6 @@ def _bar(total: int, description: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=description, unit="gene", disable=None if enabled else True, leave=False)
 
 
-def _read_weights(checkpoint: Any, source: str) -> Mapping[str, torch.Tensor]:
-    """The checkpoint's tensors (read lazily where the format allows); a file that is damaged, or a pickle that
-    ``weights_only`` refuses, is one line."""
-    try:
-        return checkpoint.tensors() if hasattr(checkpoint, "tensors") else checkpoint.state_dict()
-    except ZooError:
-        raise
-    except Exception as exc:
-        raise _unreadable(source, exc) from exc
-
-
-def _reading(source: str, records: Iterator[Any]) -> Iterator[Any]:
-    """``records``, with a damaged file found while streaming reported like one found up front."""
-    try:
-        yield from records
-    except (ValueError, OSError) as exc:
-        raise _unreadable(source, exc) from exc
-
-
-def _unreadable(source: str, exc: BaseException) -> ZooError:
-    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return ZooError(f"cannot read the weights of '{source}' (zoo loads only safetensors, GGUF and plain-tensor "
-                    f"torch files, never pickled code): {type(exc).__name__}: {reason}")
-
-
-def check_params(transform: Any, params: dict[str, Any] | None) -> dict[str, Any]:
-    """The transform's parameters with defaults filled in; unknown names are an error listing the valid ones."""
-    accepted: dict[str, Any] = dict(getattr(transform, "parameters", {}))
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise InvalidConfigError(
-            f"transform '{transform.name}' has no parameter {', '.join(repr(u) for u in unknown)}; "
-            f"valid: {', '.join(sorted(accepted)) or '(none)'}"
-        )
-    validate = getattr(transform, "validate_params", None)
-    merged = {**accepted, **params}
-    return validate(merged) if validate else merged
-
-
-def describe_source(source: str) -> str:
-    """How a learngene records where it came from: an absolute path for local files, else what the user typed."""
-    path = Path(source).expanduser()
-    return str(path.resolve()) if path.exists() else source
-
-
 def pick_learngene(reg: Registry, arch: str | None, name: str | None) -> tuple[LearngeneInfo, Any]:
     """The learngene to materialize from, and its adapter."""
     cat = catalog()
@@ -294,14 +182,14 @@ def pick_learngene(reg: Registry, arch: str | None, name: str | None) -> tuple[L
     if not arch:
         raise InvalidConfigError(f"give --arch (one of {', '.join(sorted(cat.architectures))}) or --from NAME")
     adapter = cat.architecture(arch)
-    info = reg.latest(adapter.name)
-    if info is None:
+    latest = reg.latest(adapter.name)
+    if latest is None:
         have = sorted({i.family for i in reg.list()})
         raise InvalidConfigError(
             f"registry {reg.where} has no {adapter.name} learngene (it has: {', '.join(have) or 'none'}); "
             f"add one with `zoo learngene add SOURCE`"
         )
-    return info, adapter
+    return latest, adapter
 
 
 def _check_memory(params: int, device: torch.device) -> None:
@@ -313,7 +201,8 @@ def _check_memory(params: int, device: torch.device) -> None:
         available = free
     else:
         try:  # MemAvailable counts reclaimable page cache; free pages alone shrink after any large file write
-            available = int(re.search(r"MemAvailable:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) * 1024
+            meminfo = Path("/proc/meminfo").read_text()
+            available = int(re.search(r"MemAvailable:\s+(\d+)", meminfo).group(1)) * 1024  # type: ignore[union-attr]
         except (OSError, AttributeError, ValueError):
             try:
                 available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -448,7 +337,7 @@ def materialize_to_disk(
         job = _plan(reg, arch, learngene, sizes, dev, strategy, stats, out, options, in_memory=False)
         if job.out_dir is None:
             job.out_dir = check_out(Path.cwd() / default_out(job), reg)
-        if not overwrite and job.out_dir.is_dir() and _zoo_output(job.out_dir):
+        if not overwrite and job.out_dir.is_dir() and zoo_output(job.out_dir):
             raise InvalidConfigError(f"{job.out_dir} already holds a model zoo wrote; pass --overwrite to replace it, "
                                      f"or --out DIR")
         assets = reg.assets(job.info.name)
@@ -485,7 +374,7 @@ def materialize_to_disk(
                 assemble.write_pretrained(layout, placements, _counted(_genes(job), bar), folder,
                                           STORAGE_DTYPES[dtype], max_shard_bytes)
 
-        _write_folder(job.out_dir, write, assets, report)
+        write_folder(job.out_dir, write, assets, report)
         report["out"] = str(job.out_dir)
         return report
 
@@ -508,8 +397,7 @@ def add_default_learngene(reg: Registry, arch: str, notify: Any, progress: bool 
     if reg.latest(adapter.name) is not None or not source or not HUB_ID.match(source):
         return None
     try:
-        if pm.hook.resolve_source(source=source) is None:
-            resolve(source, {})
+        resolve_checkpoint(source)
     except ZooError as exc:
         have = sorted({i.family for i in reg.list()})
         alternatives = f"--arch {' or --arch '.join(have)}, " if have else ""
@@ -718,144 +606,9 @@ def _report(job: _Job, model_class: str, parameters: int, fresh: list[str]) -> d
     }
 
 
-def apply_options(adapter: Any, config: dict[str, Any], options: dict[str, Any] | None) -> dict[str, Any]:
-    """The target config with the family's extra options (``--set KEY=VALUE``); unknown keys name the valid ones."""
-    if not options:
-        return config
-    accepted = getattr(adapter, "target_options", {})
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise InvalidConfigError(f"architecture '{adapter.name}' has no option {', '.join(repr(u) for u in unknown)}; "
-                                 f"valid: {', '.join(sorted(accepted)) or '(none)'}")
-    return adapter.apply_options(config, dict(options))
-
-
 def _fits(record: Any, sizes: dict[str, int]) -> bool:
     return all(role in sizes and (resizable(role) or sizes[role] == n)
                for role, n in zip(record.axes, record.source_shape))
-
-
-def check_out(out: str | os.PathLike[str], reg: Registry | None = None) -> Path:
-    """The ``--out`` folder, refused if writing it could touch anything zoo did not write.
-
-    zoo replaces the whole folder (write beside it, then rename), so it must not be a symlink (the rename would
-    replace the link, the removal could follow it), nor hold the registry, nor hold files zoo did not write.
-    """
-    out_dir = Path(out).expanduser()
-    if out_dir.is_symlink():
-        raise InvalidConfigError(f"--out {out_dir} is a symbolic link; give the real folder it points to")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InvalidConfigError(f"--out {out_dir} exists and is not a folder")
-    if reg is not None and reg.path is not None and reg.path.resolve().is_relative_to(out_dir.resolve()):
-        raise InvalidConfigError(f"--out {out_dir} holds the registry {reg.path}; choose another folder")
-    if out_dir.is_dir() and not _only_user_files(out_dir) and not _zoo_output(out_dir):
-        raise InvalidConfigError(f"--out {out_dir} is a non-empty folder that zoo did not write; choose another")
-    return out_dir
-
-
-def _only_user_files(folder: Path) -> bool:
-    """Empty, or holding only files a Hub repo starts with (a README.md, .gitattributes), which zoo keeps."""
-    return all(p.name in USER_FILES and p.is_file() and not p.is_symlink() for p in folder.iterdir())
-
-
-def _zoo_output(folder: Path) -> bool:
-    """A folder zoo wrote: zoo.json, and nothing but the entries it lists or a user's README.md / .gitattributes
-    (any other file of the user's keeps the folder from being replaced)."""
-    try:
-        written = set(json.loads((folder / "zoo.json").read_text()).get("files", []))
-    except (OSError, ValueError, AttributeError):
-        return False
-    return all((p.name in written | {"zoo.json"} or (p.name in USER_FILES and p.is_file())) and not p.is_symlink()
-               for p in folder.iterdir())
-
-
-def _user_files(folder: Path) -> dict[str, bytes]:
-    """The files of the user's in a folder zoo is about to replace: USER_FILES zoo did not write itself (a card
-    zoo wrote and the user edited since is the user's)."""
-    if not folder.is_dir():
-        return {}
-    try:
-        record = json.loads((folder / "zoo.json").read_text())
-    except (OSError, ValueError):
-        record = {}
-    ours = record.get("written_sha256", {}) if isinstance(record, dict) else {}
-    kept = {}
-    for name in USER_FILES:
-        path = folder / name
-        if path.is_file() and not path.is_symlink():
-            data = path.read_bytes()
-            if ours.get(name) != hashlib.sha256(data).hexdigest():
-                kept[name] = data
-    return kept
-
-
-def save(model: torch.nn.Module, adapter: Any, out_dir: Path, assets: dict[str, bytes], report: dict) -> None:
-    """Write the model folder next to a temporary name, then move it in place, so a crash leaves no half folder.
-
-    ``transformers`` models are written tensor by tensor (no serialized copy of the whole state dict in memory);
-    other families use their adapter's ``save``."""
-    if assemble.streamable(adapter):
-        def write(folder: Path) -> None:
-            assemble.write_pretrained(model, {}, (), folder)
-    else:
-        def write(folder: Path) -> None:
-            adapter.save(model, folder)
-    _write_folder(out_dir, write, assets, report)
-
-
-def _umask() -> int:
-    try:  # Linux says it without changing it
-        status = Path("/proc/self/status").read_text()
-        return int(re.search(r"^Umask:\s+([0-7]+)", status, re.M).group(1), 8)
-    except (OSError, AttributeError, ValueError):
-        mask = os.umask(0o022)  # elsewhere reading the umask means setting it: put it straight back
-        os.umask(mask)
-        return mask
-
-
-def _write_folder(out_dir: Path, write: Any, assets: dict[str, bytes], report: dict) -> None:
-    """Write the folder beside ``out_dir`` and move it in place: the weights (``write``), the source's files
-    fitted to the target (zoo.outputs), the model card, then ``zoo.json`` listing what zoo wrote."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the folder is the user's, as mkdir makes it
-        write(tmp)
-        config = _read_json(tmp / "config.json")
-        library = "timm" if str(report.get("load", "")).startswith("timm.") else "transformers"
-        files, generated = outputs.carried(assets, config, report.get("family", ""), report.get("sizes", {}), library)
-        for relative, data in files.items():  # names from zoo's own list (zoo.outputs), never the registry's
-            (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / relative).write_bytes(data)
-        for folder in outputs.module_folders(files):
-            (tmp / folder).mkdir(exist_ok=True)
-        user = _user_files(out_dir)
-        report.update(name=out_dir.name, generated_files=generated, kept_user_files=sorted(user))
-        written: dict[str, str] = {}
-        if "README.md" not in user:
-            text = card.render(report, outputs.source_info(assets), sorted(files))
-            (tmp / "README.md").write_text(text, encoding="utf-8")
-            written["README.md"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        listed = sorted(p.name for p in tmp.iterdir())
-        for name, data in user.items():  # the user's card and repo files stay as they were
-            (tmp / name).write_bytes(data)
-        (tmp / "zoo.json").write_text(json.dumps({**report, "files": listed, "written_sha256": written},
-                                                 indent=2, default=str) + "\n")
-        if out_dir.exists():
-            check_out(out_dir)
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def list_learngenes(registry: Registry | str | None = None, family: str | None = None) -> list[LearngeneInfo]:

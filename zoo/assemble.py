@@ -197,7 +197,7 @@ def init_fresh(model: torch.nn.Module, covered: set[str]) -> list[str]:
 
 def fill(params: Mapping[str, torch.Tensor], placements: Mapping[str, list[Placement]],
          genes: Iterable[tuple[str, int | None, torch.Tensor]]) -> None:
-    """Copy each gene (or gene layer: see :func:`zoo.pipeline.materialize_stream`) into ``params`` (a model's
+    """Copy each gene (or gene layer: see :func:`zoo.materialization.materialize_stream`) into ``params`` (a model's
     ``state_dict(keep_vars=True)``, or any tensors keyed like it) as it arrives."""
     import torch
 
@@ -284,9 +284,9 @@ def write_pretrained(model: torch.nn.Module, placements: Mapping[str, list[Place
         raise
     files = list(names)
     if len(names) > 1:
-        index = {"metadata": {"total_size": sum(params[k].numel() * item for k in keys)},
-                 "weight_map": {key: file_of[key] for key in keys}}
-        (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+        shard_index = {"metadata": {"total_size": sum(params[k].numel() * item for k in keys)},
+                       "weight_map": {key: file_of[key] for key in keys}}
+        (out_dir / "model.safetensors.index.json").write_text(json.dumps(shard_index, indent=2) + "\n")
         files.append("model.safetensors.index.json")
     config = model.config
     config.architectures = [type(model).__name__]  # as save_pretrained records it

@@ -1,7 +1,7 @@
 """Calibration: how much each unit of a source model matters, measured once at ``learngene add``.
 
 The source model is built exactly (from its own genes) and run on a little data with hooks on its linear layers,
-norms and blocks. What is recorded (``zoo.importance`` stores it, ``zoo_plugins.ordered`` uses it):
+norms and blocks. What is recorded (``zoo.importance`` stores it, ``zoo_plugins.transforms.ordered`` uses it):
 
 * ``hidden`` [hidden]: residual-stream channels, one ranking for every layer (weight subcloning, Minitron): the
   mean square of each channel at the input of every linear layer that reads the residual stream (the outputs of

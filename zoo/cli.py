@@ -15,9 +15,9 @@ import click
 from click.core import ParameterSource
 
 from . import api
-from .api import registry_session
 from .errors import UnknownNameError, ZooError
-from .plugins import catalog, load_errors, load_plugins, plugin_sources, pm
+from .inputs import registry_session
+from .plugin_host import catalog, load_errors, load_plugins, plugin_sources, pm
 from .refine_train import DEFAULT_LAMBDA, DEFAULT_REFINE_KEEP, refine_learngene
 from .share import artifact_folder, export_learngene, find_artifact, import_learngene
 
@@ -391,9 +391,9 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
     one is added first from the family's default source on the Hugging Face Hub (or its local cache).
     """
     _quiet_libraries(quiet)
-    chosen = dict(learngene=learngene_name, layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
-                  head_dim=head_dim, ffn=ffn, device=device, strategy=strategy, stats=stats,
-                  options=parse_params(options, "--set"), dtype=dtype, seed=seed)
+    chosen: dict[str, Any] = dict(learngene=learngene_name, layers=layers, hidden=hidden, heads=heads,
+                                  kv_heads=kv_heads, head_dim=head_dim, ffn=ffn, device=device, strategy=strategy,
+                                  stats=stats, options=parse_params(options, "--set"), dtype=dtype, seed=seed)
     if like:
         chosen = _like(like, chosen)
     report = api.materialize_to_disk(
@@ -614,7 +614,8 @@ def db_vacuum(registry: str | None) -> None:
     with registry_session(registry) as reg:
         before, after = reg.vacuum()
         where = reg.where
-    sizes = f": {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB" if before is not None else " (space is reusable)"
+    sizes = (f": {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB"  # type: ignore[operator]  # both or neither
+             if before is not None else " (space is reusable)")
     click.echo(f"vacuumed registry {where}{sizes}")
 
 
@@ -681,4 +682,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main())  # type: ignore[func-returns-value]

@@ -37,3 +37,8 @@ class DtypeTable(Mapping[str, "torch.dtype"]):
             if value == name:
                 return key
         raise KeyError(dtype)
+
+
+# what learngene coefficients are stored as (``--dtype`` of ``zoo learngene add``), and what materialized weights
+# are written as
+STORAGE_DTYPES = DtypeTable({"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"})

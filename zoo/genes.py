@@ -107,7 +107,7 @@ def genome_groups(genome: Genome) -> Iterator[GeneGroup]:
     for gene in genome.values():
         def layers(gene: Gene = gene) -> Iterator[Callable[[], Mapping[str, torch.Tensor]]]:
             for layer in gene.tensor.unbind(0) if gene.stacked else [gene.tensor]:
-                yield lambda layer=layer: {gene.name: layer}
+                yield lambda layer=layer: {gene.name: layer}  # type: ignore[misc]
         yield GeneGroup([(gene.name, gene.axes, gene.fan_in)], gene.tensor.shape[0] if gene.stacked else None,
                         layers)
 

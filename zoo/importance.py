@@ -4,7 +4,7 @@ Calibration (``zoo.calibration``) runs the source model on a little data once, a
 per axis how much each unit matters: one score per residual channel (``hidden``, shared by every layer), per
 feed-forward neuron and per attention head of each layer, and per block (``depth``: how much the block changes
 the residual stream). Materialization then needs no data: the ``ordered`` resize strategy keeps or replicates the
-units in that order (``zoo_plugins.ordered``).
+units in that order (``zoo_plugins.transforms.ordered``).
 
 Scores are stored as safetensors bytes; the metadata (what data, how many tokens, how long) is in its JSON
 header, so ``learngene list`` / ``show`` read it without decoding any tensor.

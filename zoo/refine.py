@@ -2,7 +2,7 @@
 
 ``spectral_penalty(model, spec)`` is a plain differentiable scalar: add ``lam * penalty`` to any task loss and the
 optimizer moves knowledge into the coefficients the learngene keeps. It reuses extraction's own steps (the
-adapter's genome, the per-layer z-score of :func:`zoo.pipeline.extract_gene`, the transform plugin's ``analyze``
+adapter's genome, the per-layer z-score of :func:`zoo.extraction.extract_gene`, the transform plugin's ``analyze``
 with the same kept sizes), so "inside the block" means exactly what ``zoo learngene add`` stores.
 
 **Exact energy for any linear transform.** The kept block of a gene is ``c = A z`` with ``A`` the per-axis
@@ -26,10 +26,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .api import check_params, find_adapter
+from .extraction import kept_size, parse_keep
 from .genes import Genome, resizable
-from .pipeline import EPS, broadcast_stat, kept_size, parse_keep, std_mean
-from .plugins import catalog
+from .inputs import check_params
+from .plugin_host import catalog
+from .resolver import find_adapter
+from .stats import EPS, broadcast_stat, std_mean
 from .transforms import apply_matrix
 
 if TYPE_CHECKING:

@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .api import (apply_options, check_name, default_learngene_name, describe_source, find_adapter, registry_session,
-                  resolve_device)
+from .dtypes import STORAGE_DTYPES
 from .errors import InvalidConfigError, ZooError
-from .pipeline import STORAGE_DTYPES, extract
-from .plugins import catalog, pm
+from .extraction import extract
+from .inputs import apply_options, check_name, registry_session, resolve_device
 from .refine import LearngeneSpec, energy_in_block, genome_penalty
 from .registry import LearngeneInfo
 from .registry.util import now
-from .sources import resolve, write_assets
+from .resolver import default_learngene_name, describe_source, find_adapter, resolve_checkpoint
+from .sources import write_assets
 
 if TYPE_CHECKING:
     import torch
@@ -281,16 +281,6 @@ def check_inputs(steps: int, lam: float, lr: float, batch: int, seq: int) -> Non
 
 
 # -- the registry side: `zoo refine` ----------------------------------------------------------------------------------
-def _checkpoint(source: str) -> Any:
-    """The source as ``zoo learngene add`` resolves it: a plugin's resolve_source hook, then zoo's resolver."""
-    checkpoint = pm.hook.resolve_source(source=source)
-    if checkpoint is None:
-        cat = catalog()
-        aliases = {a: hub for e in cat.architectures.values() for a, hub in getattr(e.obj, "source_aliases", {}).items()}
-        checkpoint = resolve(source, aliases, aliases)
-    return checkpoint
-
-
 def _find_parent(reg: Any, sha: str, spec: LearngeneSpec, parent: str | None) -> tuple[Any, LearngeneSpec]:
     """(the unrefined learngene of this source to link to, or None if it must be added; the spec to refine for)."""
     if parent is not None:
@@ -341,7 +331,7 @@ def refine_learngene(source: str, *, data: str, steps: int, lam: float = DEFAULT
                                  f"({', '.join(BUILTIN_TEXT)}), or for ViTs a folder with one subfolder per class")
     with registry_session(registry, create=True) as reg:
         reg.check_writable("cannot refine")  # before training, not after it
-        checkpoint = _checkpoint(source)
+        checkpoint = resolve_checkpoint(source)  # as `zoo learngene add` resolves it
         adapter = find_adapter(checkpoint.config)
         sha = checkpoint.sha256()
         parent_info, spec = _find_parent(reg, sha, spec, parent)

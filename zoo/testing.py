@@ -37,11 +37,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from .adapters import SIZE_OPTIONS
-from .api import check_params
 from .errors import InvalidConfigError
 from .genes import DEPTH, Gene, resizable, shape_for
-from .pipeline import extract, interpolate_depth, materialize, parse_keep
-from .plugins import catalog, register_plugin, unregister_plugin
+from .inputs import check_params
+from .materialization import interpolate_depth, materialize
+from .extraction import extract, parse_keep
+from .plugin_host import catalog, register_plugin, unregister_plugin
 from .transforms import ResizeStrategy, Transform
 
 if TYPE_CHECKING:
@@ -431,11 +432,11 @@ def _plugins_json(in_process: bool) -> dict[str, Any]:
         if result.exit_code != 0:
             raise AssertionError(f"`zoo plugins --json` failed: {result.output}")
         return json.loads(result.output)
-    result = subprocess.run([sys.executable, "-m", "zoo.cli", "plugins", "--json"], capture_output=True, text=True,
-                            timeout=300, env=os.environ.copy())
-    if result.returncode != 0:
-        raise AssertionError(f"`zoo plugins --json` exited {result.returncode}: {result.stderr.strip()}")
-    return json.loads(result.stdout)
+    process = subprocess.run([sys.executable, "-m", "zoo.cli", "plugins", "--json"], capture_output=True, text=True,
+                             timeout=300, env=os.environ.copy())
+    if process.returncode != 0:
+        raise AssertionError(f"`zoo plugins --json` exited {process.returncode}: {process.stderr.strip()}")
+    return json.loads(process.stdout)
 
 
 def check_cli_lists(plugin: str, *, architectures: Iterable[str] = (), transforms: Iterable[str] = (),

@@ -15,12 +15,12 @@ import struct
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
-from ..api import NAME_PATTERN
+from ..dtypes import STORAGE_DTYPES
 from ..errors import ArtifactError
 from ..importance import META_KEY
-from ..pipeline import STORAGE_DTYPES
+from ..inputs import NAME_PATTERN
 from .layout import (CALIBRATION, FORMAT, FORMAT_VERSION, GENE_DTYPES, HEX64, ITEM_SIZE, MANIFEST,
                      MAX_ASSET_BYTES, MAX_ASSETS, MAX_GENE_BYTES, MAX_GENES, MAX_JSON_BYTES, MAX_NDIM,
                      MAX_SAFETENSORS_HEADER, METADATA, PART, README, ROLE, SAFE_NAME, content_sha256, sha256_of)
@@ -118,6 +118,12 @@ def _want(ref: str, value: Any, kind: type | tuple[type, ...], what: str, none: 
     return value
 
 
+@overload
+def _text(ref: str, value: Any, what: str, max_len: int, pattern: re.Pattern[str] | None = None,
+          none: Literal[False] = False) -> str: ...
+@overload
+def _text(ref: str, value: Any, what: str, max_len: int, pattern: re.Pattern[str] | None = None,
+          none: bool = False) -> str | None: ...
 def _text(ref: str, value: Any, what: str, max_len: int, pattern: re.Pattern[str] | None = None,
           none: bool = False) -> str | None:
     value = _want(ref, value, str, what, none)
@@ -226,7 +232,7 @@ def read_artifact(folder: Path, ref: str | None = None) -> Artifact:
         _check_calibration(ref, art.read(rel, MAX_GENE_BYTES))
         art.calibration = {"file": rel, "sha256": art.parts[rel].sha256}
     art.content_sha256 = content_sha256(art.meta, art.genes, {a["filename"]: a["sha256"] for a in art.assets},
-                                        art.calibration and art.calibration["sha256"])
+                                        art.calibration and art.calibration["sha256"])  # type: ignore[arg-type]
     if meta.get("content_sha256") != art.content_sha256:
         raise refused(ref, f"its content sha256 ({str(meta.get('content_sha256'))[:16]}...) does not match its "
                         f"contents ({art.content_sha256[:16]}...)")

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..api import registry_session
 from ..errors import InvalidConfigError
+from ..inputs import registry_session
 from .layout import (CALIBRATION, CONTENT_FIELDS, FORMAT, FORMAT_VERSION, MANIFEST, METADATA, ORG_REPO,
                      README, SAFE_NAME, content_sha256, sha256_of, stored_content_sha256)
 
@@ -70,7 +70,7 @@ def _export(reg: Any, name: str, out: str | os.PathLike[str]) -> Exported:
             write(CALIBRATION, info.calibration)
             calibration = {"file": CALIBRATION, "sha256": sha256_of(info.calibration), "nbytes": len(info.calibration)}
         digest = content_sha256(vars(info), genes, {a["filename"]: a["sha256"] for a in assets},
-                                calibration and calibration["sha256"])
+                                calibration and calibration["sha256"])  # type: ignore[arg-type]
         meta = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "name": info.name,
             **{k: getattr(info, k) for k in CONTENT_FIELDS}, "zoo_version": info.zoo_version,

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..api import check_name, registry_session
 from ..errors import DuplicateNameError, InvalidConfigError, SourceNotFoundError, UnknownNameError
+from ..inputs import check_name, registry_session
 from ..registry import LearngeneInfo
 from .check import Artifact, is_artifact, read_artifact, refused
 from .layout import (CALIBRATION, CONTENT_FIELDS, MANIFEST, MAX_ASSET_BYTES, MAX_GENE_BYTES, METADATA, ORG_REPO,

@@ -1,4 +1,4 @@
-"""Plugin loading and the catalog of registered adapters, transforms and resize strategies.
+"""The plugin host: loading plugins, and the catalog of the adapters, transforms and resize strategies they register.
 
 Third-party plugins come from ``zoo`` entry points; zoo's own, in ``zoo_plugins``, are listed once, in
 ``BUILTIN_PLUGINS`` (as pytest, llm and datasette list theirs), so an installed zoo and a source tree that was never
@@ -24,17 +24,17 @@ from .errors import DuplicateNameError, UnknownNameError
 ENTRY_POINT_GROUP = "zoo"
 # zoo's own plugins; each registers under its module's last name ("bert"), as an entry point's name would.
 BUILTIN_PLUGINS = (
-    "zoo_plugins.bert",
-    "zoo_plugins.gpt2",
-    "zoo_plugins.vit",
-    "zoo_plugins.onnx_source",
-    "zoo_plugins.llama",
-    "zoo_plugins.dct",
-    "zoo_plugins.spectral",
-    "zoo_plugins.dwt",
-    "zoo_plugins.wavelet",
-    "zoo_plugins.baselines",
-    "zoo_plugins.ordered",
+    "zoo_plugins.architectures.bert",
+    "zoo_plugins.architectures.gpt2",
+    "zoo_plugins.architectures.vit",
+    "zoo_plugins.sources.onnx_source",
+    "zoo_plugins.architectures.llama",
+    "zoo_plugins.transforms.dct",
+    "zoo_plugins.strategies.spectral",
+    "zoo_plugins.transforms.dwt",
+    "zoo_plugins.strategies.wavelet",
+    "zoo_plugins.strategies.baselines",
+    "zoo_plugins.transforms.ordered",
 )
 
 pm = pluggy.PluginManager("zoo")

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from zoo import InvalidConfigError, hookimpl
 from zoo.genes import resizable
-from zoo.pipeline import broadcast_stat
 from zoo.importance import Calibration, depth_order, descending, top_heads, top_units, unit_scores
-from zoo_plugins.baselines import duplicate_indices, select_indices
+from zoo.stats import broadcast_stat
+from zoo_plugins.strategies.baselines import duplicate_indices, select_indices
 
 if TYPE_CHECKING:
     import torch

@@ -2,8 +2,8 @@
 
 Large-to-small keeps approximations (one step per halving: level = log2 of the ratio); small-to-large runs inverse
 steps with zero details; a ratio that is not a power of two is bridged by an orthonormal DCT crop or pad on the
-large side (the rule, and why, in :mod:`zoo_plugins.dwt` and docs/transforms.md). Each step is gain-free, and the
-pipeline restores every layer's mean and std afterwards.
+large side (the rule, and why, in :mod:`zoo_plugins.transforms.dwt` and docs/transforms.md). Each step is
+gain-free, and the pipeline restores every layer's mean and std afterwards.
 
 The per-axis operator is the dwt transform's ``synthesize``, so ``--strategy spectral`` on a dwt learngene gives
 the same weights; this strategy adds two things: it refuses learngenes whose transform does not name it as

@@ -17,20 +17,21 @@ inverse step with zero details by ``sum(rec_lo) / 2``. Every operator here divid
 approximation is a smaller copy of the signal on the signal's own scale (for haar: pairwise means) and any resize
 keeps a constant constant. The pipeline then restores each layer's mean and std anyway.
 
-**Resizing** (:func:`resize_operator`, the ``wavelet`` strategy in :mod:`zoo_plugins.wavelet`): between the smaller
-size ``s`` and the larger ``b``, take the most whole wavelet steps that fit (``k`` with ``up^k(s) <= b``; one step
-doubles a periodized length), and bridge the rest with an amplitude-preserving orthonormal DCT crop or zero-pad on
-the large side. Growing = ``k`` inverse steps with zero details, then DCT pad; shrinking = DCT crop, then ``k``
-approximation steps. So dyadic ratios are pure BoT, 384 -> 512 is a DCT pad, 6 -> 9 layers a DCT pad and 12 -> 5
-a DCT crop 12 -> 10 then one wavelet step; and shrinking undoes growing exactly (periodization mode).
+**Resizing** (:func:`resize_operator`, the ``wavelet`` strategy in :mod:`zoo_plugins.strategies.wavelet`): between
+the smaller size ``s`` and the larger ``b``, take the most whole wavelet steps that fit (``k`` with
+``up^k(s) <= b``; one step doubles a periodized length), and bridge the rest with an amplitude-preserving
+orthonormal DCT crop or zero-pad on the large side. Growing = ``k`` inverse steps with zero details, then DCT pad;
+shrinking = DCT crop, then ``k`` approximation steps. So dyadic ratios are pure BoT, 384 -> 512 is a DCT pad, 6 -> 9
+layers a DCT pad and 12 -> 5 a DCT crop 12 -> 10 then one wavelet step; and shrinking undoes growing exactly
+(periodization mode).
 
 **Why our own torch code, not ptwt:** zoo only needs one-level filter banks per (wavelet, mode, length): banded
 matrices built once from index arithmetic. A whole axis resize is composed into one banded operator and applied as
 a few gathers, O(n x filter length) on any device, where ptwt would run a convolution per level and add a run-time
 dependency (ptwt builds on PyWavelets, which zoo otherwise needs only for its tests and for wavelets beyond the
-built-in table). :func:`dwt`, :func:`idwt`, :func:`wavedec`, :func:`waverec`, :func:`wavedecn` and
-:func:`waverecn` reproduce PyWavelets (coefficient layout, lengths, boundary modes, odd-length trimming), which the
-tests check.
+built-in table). The tests build PyWavelets' ``dwt``, ``idwt``, ``wavedec``, ``waverec``, ``wavedecn`` and
+``waverecn`` from these filter banks (tests/pywt_compat.py) and check them against PyWavelets (coefficient layout,
+lengths, boundary modes, odd-length trimming).
 
 **Haar grows by duplication**: its inverse step repeats every sample, so growing a width with haar makes pairs of
 identical neurons that stay paired through the network (and under training, unless dropout or noise separates
@@ -40,15 +41,14 @@ them). Prefer ``--wavelet db2`` for small-to-large; docs/transforms.md has the m
 from __future__ import annotations
 
 import functools
-import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from zoo import InvalidConfigError, UnknownNameError, hookimpl
 from zoo.transforms import apply_matrix
-from zoo_plugins.dct import dct_basis
+from zoo_plugins.transforms.dct import dct_basis
 
 if TYPE_CHECKING:
     import torch
@@ -159,7 +159,7 @@ def _extend(i: torch.Tensor, n: int, mode: str) -> tuple[torch.Tensor, torch.Ten
 
 
 @functools.lru_cache(maxsize=256)
-def _analysis(n: int, wavelet: str, mode: str, high: bool) -> torch.Tensor:
+def analysis_matrix(n: int, wavelet: str, mode: str, high: bool) -> torch.Tensor:
     """``[coeff_len, n]``: one level of low-pass (or high-pass) filtering and downsampling by two."""
     import torch
 
@@ -177,7 +177,7 @@ def _analysis(n: int, wavelet: str, mode: str, high: bool) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=256)
-def _synthesis(m: int, wavelet: str, mode: str, high: bool) -> torch.Tensor:
+def synthesis_matrix(m: int, wavelet: str, mode: str, high: bool) -> torch.Tensor:
     """``[rec_len, m]``: upsampling by two and filtering with the reconstruction low-pass (or high-pass)."""
     import torch
 
@@ -196,126 +196,15 @@ def _synthesis(m: int, wavelet: str, mode: str, high: bool) -> torch.Tensor:
     return out
 
 
-def _on(matrix: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def cast_like(matrix: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     # a copy: the cached CPU float64 matrices must never reach a caller that could modify them in place
     return matrix.to(device=like.device, dtype=like.dtype, copy=True)
 
 
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
     import torch
 
     return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-# -- PyWavelets-compatible transforms -------------------------------------------------------------------------------
-def dwt(x: torch.Tensor, wavelet: str = "haar", mode: str = "symmetric", dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
-    """One level along ``dim``: ``(cA, cD)``, as ``pywt.dwt(x, wavelet, mode, axis=dim)``."""
-    check_mode(mode)
-    x = x.to(_compute_dtype(x))
-    n = x.shape[dim]
-    return (apply_matrix(x, _on(_analysis(n, wavelet, mode, False), x), dim),
-            apply_matrix(x, _on(_analysis(n, wavelet, mode, True), x), dim))
-
-
-def idwt(ca: torch.Tensor | None, cd: torch.Tensor | None, wavelet: str = "haar", mode: str = "symmetric",
-         dim: int = -1) -> torch.Tensor:
-    """Inverse of one level, as ``pywt.idwt``; a ``None`` part counts as zeros."""
-    check_mode(mode)
-    if ca is None and cd is None:
-        raise ValueError("idwt needs approximation or detail coefficients")
-    if ca is not None and cd is not None and ca.shape != cd.shape:
-        raise ValueError(f"approximation {tuple(ca.shape)} and detail {tuple(cd.shape)} shapes differ")
-    out = None
-    for part, high in ((ca, False), (cd, True)):
-        if part is not None:
-            part = part.to(_compute_dtype(part))
-            term = apply_matrix(part, _on(_synthesis(part.shape[dim], wavelet, mode, high), part), dim)
-            out = term if out is None else out + term
-    return out
-
-
-def wavedec(x: torch.Tensor, wavelet: str = "haar", mode: str = "symmetric", level: int | None = None,
-            dim: int = -1) -> list[torch.Tensor]:
-    """``[cA_L, cD_L, ..., cD_1]``, as ``pywt.wavedec``."""
-    level = max_level(x.shape[dim], filter_bank(wavelet).length) if level is None else level
-    details = []
-    a = x
-    for _ in range(level):
-        a, d = dwt(a, wavelet, mode, dim)
-        details.append(d)
-    return [a.to(_compute_dtype(x)), *reversed(details)]
-
-
-def _trim_to(a: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """PyWavelets drops the one extra approximation sample an odd length leaves at the next finer level."""
-    for dim, (have, want) in enumerate(zip(a.shape, shape)):
-        if have == want + 1:
-            a = a.narrow(dim, 0, want)
-        elif have != want:
-            raise ValueError(f"coefficient shapes {tuple(a.shape)} and {tuple(shape)} do not fit together")
-    return a
-
-
-def waverec(coeffs: Sequence[torch.Tensor | None], wavelet: str = "haar", mode: str = "symmetric",
-            dim: int = -1) -> torch.Tensor:
-    """Inverse of :func:`wavedec`, as ``pywt.waverec``."""
-    a = coeffs[0]
-    for d in coeffs[1:]:
-        if a is not None and d is not None:
-            a = _trim_to(a.movedim(dim, -1), d.movedim(dim, -1).shape).movedim(-1, dim)
-        a = idwt(a, d, wavelet, mode, dim)
-    return a
-
-
-def dwtn(x: torch.Tensor, wavelet: str = "haar", mode: str = "symmetric",
-         axes: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
-    """One level over several axes: keys like ``'ad'`` (a or d per axis, in ``axes`` order), as ``pywt.dwtn``."""
-    out = {"": x}
-    for dim in range(x.dim()) if axes is None else axes:
-        out = {key + tag: part for key, value in out.items() for tag, part in zip("ad", dwt(value, wavelet, mode, dim))}
-    return out
-
-
-def idwtn(coeffs: Mapping[str, torch.Tensor | None], wavelet: str = "haar", mode: str = "symmetric",
-          axes: Sequence[int] | None = None) -> torch.Tensor:
-    """Inverse of :func:`dwtn`; missing keys count as zeros."""
-    ndim = len(next(iter(coeffs)))
-    axes = list(range(ndim)) if axes is None else list(axes)
-    current: dict[str, Any] = dict(coeffs)
-    for length, dim in reversed(list(enumerate(axes))):
-        current = {
-            "".join(key): idwt(current.get("".join(key) + "a"), current.get("".join(key) + "d"), wavelet, mode, dim)
-            for key in itertools.product("ad", repeat=length)
-        }
-    return current[""]
-
-
-def wavedecn(x: torch.Tensor, wavelet: str = "haar", mode: str = "symmetric", level: int | None = None,
-             axes: Sequence[int] | None = None) -> list[Any]:
-    """``[cA_L, {details L}, ..., {details 1}]``, as ``pywt.wavedecn``."""
-    axes = list(range(x.dim())) if axes is None else list(axes)
-    if level is None:
-        level = min(max_level(x.shape[d], filter_bank(wavelet).length) for d in axes)
-    details = []
-    a = x.to(_compute_dtype(x))
-    for _ in range(level):
-        parts = dwtn(a, wavelet, mode, axes)
-        a = parts.pop("a" * len(axes))
-        details.append(parts)
-    return [a, *reversed(details)]
-
-
-def waverecn(coeffs: Sequence[Any], wavelet: str = "haar", mode: str = "symmetric",
-             axes: Sequence[int] | None = None) -> torch.Tensor:
-    """Inverse of :func:`wavedecn`, as ``pywt.waverecn``."""
-    a = coeffs[0]
-    for details in coeffs[1:]:
-        detail = next((d for d in details.values() if d is not None), None)
-        if a is not None and detail is not None:
-            a = _trim_to(a, detail.shape)
-        ndim = len(next(iter(details))) if details else a.dim()
-        a = idwtn({**details, "a" * ndim: a}, wavelet, mode, axes)
-    return a
 
 
 # -- gain-free operators for learngenes and resizing ----------------------------------------------------------------
@@ -370,10 +259,10 @@ class Operator:
         return Operator(self.cols, matrix=out)
 
     def apply(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        x = x.to(_compute_dtype(x))
+        x = x.to(compute_dtype(x))
         if self.matrix is not None:
-            return apply_matrix(x, _on(self.matrix, x), dim)
-        index, weight = self.index.to(x.device), _on(self.weight, x)
+            return apply_matrix(x, cast_like(self.matrix, x), dim)
+        index, weight = self.index.to(x.device), cast_like(self.weight, x)
         dim %= x.dim()
         shape = [1] * x.dim()
         shape[dim] = -1
@@ -386,12 +275,12 @@ class Operator:
 
 def _down(n: int, wavelet: str, mode: str) -> Operator:
     """One approximation step, its DC gain ``sum(dec_lo)`` divided out."""
-    return Operator.banded(_analysis(n, wavelet, mode, False) / sum(filter_bank(wavelet).dec_lo))
+    return Operator.banded(analysis_matrix(n, wavelet, mode, False) / sum(filter_bank(wavelet).dec_lo))
 
 
 def _up(m: int, wavelet: str, mode: str) -> Operator:
     """One inverse step with zero details, its DC gain ``sum(rec_lo) / 2`` divided out."""
-    return Operator.banded(_synthesis(m, wavelet, mode, False) * (2.0 / sum(filter_bank(wavelet).rec_lo)))
+    return Operator.banded(synthesis_matrix(m, wavelet, mode, False) * (2.0 / sum(filter_bank(wavelet).rec_lo)))
 
 
 def _bridge(src: int, dst: int) -> Operator:
@@ -470,13 +359,13 @@ class DWT:
                 level: int | None = None, **_: Any) -> torch.Tensor:
         levels = len(approximation_levels(x.shape[dim], wavelet, mode, level=level, keep=keep)) - 1
         if levels == 0:
-            return x.to(_compute_dtype(x))
+            return x.to(compute_dtype(x))
         return approximation_operator(x.shape[dim], levels, wavelet, mode).apply(x, dim)
 
     def synthesize(self, coeffs: torch.Tensor, dim: int, size: int, wavelet: str = "haar",
                    mode: str = DEFAULT_MODE, **_: Any) -> torch.Tensor:
         if coeffs.shape[dim] == size:
-            return coeffs.to(_compute_dtype(coeffs))
+            return coeffs.to(compute_dtype(coeffs))
         return resize_operator(coeffs.shape[dim], size, wavelet, mode).apply(coeffs, dim)
 
 

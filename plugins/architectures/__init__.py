@@ -1,0 +1,1 @@
+"""Architecture adapters: where each weight of a model family lives, as genes."""

@@ -1,0 +1,1 @@
+"""Resize strategies: a learngene's coefficients (or the source's weights) to a tensor of the target shape."""

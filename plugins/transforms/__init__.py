@@ -1,0 +1,1 @@
+"""Transforms: one axis of a weight to coefficients and back (the learngene keeps the first ones)."""
