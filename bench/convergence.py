@@ -690,6 +690,9 @@ def ordered_ablation_methods(task: Task) -> list[Method]:
         replace(ORDERED, name="ordered: stacked copies zeroed", strategy=OrderedStrategy(stack="zero")),
         replace(ORDERED, name="ordered: stacked copies halved", strategy=OrderedStrategy(stack="half")),
         replace(ORDERED, name="ordered: noise 0.1", strategy=OrderedStrategy(noise=0.1)),
+        replace(ORDERED, name="ordered: fresh units", strategy=OrderedStrategy(grow="fresh")),
+        replace(ORDERED, name="ordered: fresh units and zeroed stacked copies",
+                strategy=OrderedStrategy(grow="fresh", stack="zero")),
         replace(ORDERED, name="ordered: most important units copied", strategy=OrderedStrategy(
             grow_units="important", grow_depth="influence")),
         replace(ORDERED, name="ordered: weights only", calibrate="none"),

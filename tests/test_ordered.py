@@ -186,3 +186,33 @@ def test_calibrating_on_a_folder_of_text(tmp_path, minilm_dir):
                              calibrate_samples=4)
     assert info.calibration_meta["data"] == str(data) and info.calibration_meta["samples"] == 4
     assert json.dumps(info.to_json())  # everything shown by `learngene show --json` serializes
+
+
+def test_growing_with_fresh_units_is_function_preserving_at_any_width(tmp_path):
+    """``grow="fresh"``: new residual channels are zero in the stream (RMSNorm's gain is rescaled for them), new
+    neurons have zero outputs, so the grown model computes the source's logits even at non-integer factors, and
+    the new units are not copies of old ones."""
+    from zoo.materialization import materialize
+    from zoo_plugins.transforms.ordered import OrderedStrategy
+
+    src = tmp_path / "llama"
+    source = _tiny_llama(src)
+    reg = tmp_path / "r.db"
+    zoo.add_learngene(str(src), transform="ordered", name="o", registry=reg, calibrate="none")
+    registry = zoo.open_registry(reg)
+    info, cat = registry.get("o"), zoo.catalog()
+    adapter = cat.architecture("llama")
+    config = adapter.target_config(info.source_config, hidden=40, heads=4, head_dim=8, ffn=72)
+    strategy = OrderedStrategy(grow="fresh").for_learngene(Calibration.from_bytes(info.calibration))
+    with torch.no_grad():
+        genome = materialize(registry.genes("o"), adapter.sizes(config), cat.transform("ordered"), strategy,
+                             info.transform_params, "restore")
+    grown = adapter.build(config, genome).eval()
+    ids = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        # up to RMSNorm's eps, which the zero channels do not scale down with the mean square
+        assert torch.allclose(grown(input_ids=ids).logits, source(input_ids=ids).logits, atol=5e-4)
+    up, down = grown.model.layers[0].mlp.up_proj.weight, grown.model.layers[0].mlp.down_proj.weight
+    assert torch.allclose(up[:48, :32], source.model.layers[0].mlp.up_proj.weight, atol=1e-6)
+    assert not torch.equal(up[48], up[0]) and torch.count_nonzero(down[:, 48:]) == 0
+    assert torch.count_nonzero(grown.model.embed_tokens.weight[:, 32:]) == 0

@@ -144,7 +144,9 @@ class OrderedStrategy:
     at zero: the block adds nothing until trained) or ``half`` (the original's and the copy's writers halved);
     ``grow_depth``: which layers are copied, ``influence`` (the most influential) or ``spread`` (evenly, as
     the duplicate baseline stacks); ``grow_units``: which units are copied when an axis grows, ``important``
-    (the most important first) or ``spread`` (evenly over the axis)."""
+    (the most important first) or ``spread`` (evenly over the axis); ``grow``: what a grown width axis gets,
+    ``copy`` (copied units, their inputs divided, with the noise above) or ``fresh`` (new units that compute nothing
+    yet: zero residual channels, new neurons and heads with random inputs and zero outputs; exact at any factor)."""
 
     name: str = "ordered"
     description: str = ("keep the most important units and layers (calibrated order); grow by replicating the "
@@ -156,6 +158,7 @@ class OrderedStrategy:
     stack: str = "copy"
     grow_depth: str = "spread"
     grow_units: str = "spread"
+    grow: str = "copy"
     calibration: Calibration | None = None
     seed: int = 0
 
@@ -221,6 +224,10 @@ class OrderedStrategy:
                                   target[dim:dim + 2], spread=self.grow_units == "spread")
                 groups = tuple(w.shape[dim:dim + 2])
                 w = w.reshape(*w.shape[:dim], groups[0] * groups[1], *w.shape[dim + 2:])
+            elif self.grow == "fresh" and role in FRESH_ROLES and target[dim] > w.shape[dim]:
+                w = _grow_fresh(w, dim, target[dim], role, dim >= first_input, record, gen)
+                dim += 1
+                continue
             elif self.grow_units == "spread" and target[dim] > w.shape[dim]:
                 index = duplicate_indices(w.shape[dim], target[dim])  # every unit copied as evenly as possible
             else:
@@ -250,10 +257,43 @@ class OrderedStrategy:
         z = coeffs
         for dim, role in enumerate(axes):
             n, m = int(z.shape[dim]), int(target_shape[dim])
+            if n != m and not resizable(role):
+                raise ValueError(f"axis '{role}' is never resized ({n} -> {m})")
             if n != m:
                 index = torch.arange(m) if m < n else duplicate_indices(n, m)
                 z = z.index_select(dim, index.to(z.device))
         return z
+
+
+FRESH_ROLES = frozenset({"hidden", "ffn", "heads"})
+
+
+def _grow_fresh(w: torch.Tensor, dim: int, m: int, role: str, is_input: bool, record: Any,
+                gen: torch.Generator) -> torch.Tensor:
+    """Grow ``dim`` to ``m`` with new units that compute nothing yet: new residual channels are zero in the stream
+    (every writer's new rows, every embedding's new entries and the norms' new gains are zero; readers get random
+    columns for them, so gradients reach the writers), and new neurons and heads get random inputs and zero
+    outputs. Unlike copies, new units see activations no old unit has, so Adam does not move them in lockstep
+    with their originals."""
+    import torch
+
+    n = w.shape[dim]
+    shape = list(w.shape)
+    shape[dim] = m - n
+    zeros = w.new_zeros(shape)
+    name = record.name
+    if is_input:
+        new = torch.randn(shape, generator=gen).to(w) * float(w.std()) if role == "hidden" else zeros
+    elif role == "hidden":
+        if _is_norm_gain(record):
+            w, new = w * math.sqrt(n / m), zeros  # zero channels lower the norm's rms by sqrt(n / m)
+        elif w.dim() == 1 and "norm" not in name and not name.endswith("bias"):  # LayerScale: keep its scale
+            new = zeros + w.mean()
+        else:
+            new = zeros
+    else:
+        new = zeros if name.endswith("bias") else torch.randn(shape, generator=gen).to(w) * float(w.std())
+    return torch.cat([w, new], dim=dim)
 
 
 def _split_inputs(w: torch.Tensor, dim: int, index: torch.Tensor, n: int, noise: float,
