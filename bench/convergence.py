@@ -382,11 +382,10 @@ class Learngenes:
 
 
 def checkpoint(source: str) -> Any:
-    """The source as zoo resolves it: a plugin's resolve_source hook first, then zoo's own resolver."""
-    from zoo.plugin_host import pm
-    from zoo.sources import resolve
+    """The source as ``zoo learngene add`` resolves it (plugins' resolve_source first, adapter aliases included)."""
+    from zoo.resolver import resolve_checkpoint
 
-    return pm.hook.resolve_source(source=source) or resolve(source, {}, {})
+    return resolve_checkpoint(source)
 
 
 def target_config(task: Task, info: Any = None) -> tuple[Any, dict[str, Any]]:
