@@ -313,6 +313,13 @@ def weight_scores(genome: Genome, sizes: Mapping[str, int]) -> dict[str, torch.T
 
 
 # -- entry point -------------------------------------------------------------------------------------------------
+def structure(genome: Genome) -> dict[str, bool]:
+    """What resizing needs to know of the architecture: ``pre_norm``, whether blocks read the residual stream
+    through a norm and leave it unnormalized (a final norm after the last block is the mark of that: GPT-2, Llama,
+    ViT; post-norm BERT has none)."""
+    return {"pre_norm": "final_norm.weight" in genome}
+
+
 def calibrate(adapter: Any, checkpoint: Any, genome: Genome, data: str | Path = "default",
               samples: int = DEFAULT_SAMPLES, device: Any = None) -> Calibration:
     """Importance scores of ``checkpoint``'s units (see the module docstring). ``data``: ``"default"``, ``"none"``
@@ -322,7 +329,8 @@ def calibrate(adapter: Any, checkpoint: Any, genome: Genome, data: str | Path = 
     sizes = adapter.sizes(config)
     if str(data) == "none":
         return Calibration(weight_scores(genome, sizes), {"data": "none (weights only)", "samples": 0,
-                                                          "seconds": round(time.perf_counter() - start, 2)})
+                                                          "seconds": round(time.perf_counter() - start, 2),
+                                                          **structure(genome)})
     if not isinstance(samples, int) or samples < 1:
         raise InvalidConfigError(f"--calibrate-samples must be a positive whole number, got {samples!r}")
     model = adapter.build(adapter.target_config(config), genome, device=device or "cpu")
@@ -349,7 +357,7 @@ def calibrate(adapter: Any, checkpoint: Any, genome: Genome, data: str | Path = 
                 raise
             # the built-in prose needs the source's tokenizer: without one, rank from the weights and say so
             meta = {"data": f"none (weights only: {str(exc).split(';')[0]})", "samples": 0,
-                    "seconds": round(time.perf_counter() - start, 2)}
+                    "seconds": round(time.perf_counter() - start, 2), **structure(genome)}
             return Calibration(weight_scores(genome, sizes), meta)
         what = "pydoc_data prose" if path is None else str(path)
     rec = _Recorder(genome, sizes)
@@ -372,7 +380,7 @@ def calibrate(adapter: Any, checkpoint: Any, genome: Genome, data: str | Path = 
     scores = _scores(rec, sizes)
     meta = {"data": what, "samples": sum(len(b) for b in batches), "tokens" if not vision else "images":
             tokens if not vision else sum(len(b) for b in batches), "seconds": round(time.perf_counter() - start, 2),
-            "device": str(next(model.parameters()).device)}
+            "device": str(next(model.parameters()).device), **structure(genome)}
     return Calibration(scores, meta)
 
 

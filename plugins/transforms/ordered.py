@@ -146,19 +146,22 @@ class OrderedStrategy:
     the duplicate baseline stacks); ``grow_units``: which units are copied when an axis grows, ``important``
     (the most important first) or ``spread`` (evenly over the axis); ``grow``: what a grown width axis gets,
     ``copy`` (copied units, their inputs divided, with the noise above) or ``fresh`` (new units that compute nothing
-    yet: zero residual channels, new neurons and heads with random inputs and zero outputs; exact at any factor)."""
+    yet: zero residual channels, new neurons and heads with random inputs and zero outputs; exact at any factor).
+    ``grow`` and ``stack`` default to ``auto``: ``fresh`` and ``zero`` for a pre-norm source (GPT-2, Llama, ViT:
+    the grown model computes the source's function), ``copy`` for a post-norm one (BERT), as docs/ablations.md
+    measured."""
 
     name: str = "ordered"
-    description: str = ("keep the most important units and layers (calibrated order); grow by replicating the "
-                        "most important ones, function-preserving, with symmetry-breaking noise")
+    description: str = ("keep the most important units and layers (calibrated order); grow function-preserving: "
+                        "new units and zero-output layer copies (pre-norm) or Net2Net copies with noise (post-norm)")
     needs_calibration: bool = True
     noise: float = 0.01
     norm_gain: bool = False
     depth: str = "ends"
-    stack: str = "copy"
+    stack: str = "auto"
     grow_depth: str = "spread"
     grow_units: str = "spread"
-    grow: str = "copy"
+    grow: str = "auto"
     calibration: Calibration | None = None
     seed: int = 0
 
@@ -170,7 +173,13 @@ class OrderedStrategy:
 
     def for_learngene(self, calibration: Calibration | None) -> OrderedStrategy:
         """This strategy bound to a learngene's calibration (zoo does this before materializing)."""
-        return replace(self, calibration=calibration)
+        bound = replace(self, calibration=calibration)
+        pre_norm = _pre_norm(calibration)
+        if bound.grow == "auto":
+            bound = replace(bound, grow="fresh" if pre_norm else "copy")
+        if bound.stack == "auto":
+            bound = replace(bound, stack="zero" if pre_norm else "copy")
+        return bound
 
     def _calibration(self) -> Calibration:
         if self.calibration is None:
@@ -200,7 +209,7 @@ class OrderedStrategy:
             layers = _layer_map(_depth_ranking(calibration, self.depth, n, m), n, m)
         out = torch.stack([self._layer(w[int(src)], record.axes[1:], tuple(target_shape[1:]),
                                        tuple(record.source_shape[1:]), record, int(src), gen) for src in layers])
-        if m > n and self.stack != "copy" and _writes_residual(record):
+        if m > n and self.stack in ("zero", "half") and _writes_residual(record):
             out = out * _stack_scale(layers, self.stack).to(out.device).reshape(-1, *([1] * (out.dim() - 1)))
         return out
 
@@ -263,6 +272,14 @@ class OrderedStrategy:
                 index = torch.arange(m) if m < n else duplicate_indices(n, m)
                 z = z.index_select(dim, index.to(z.device))
         return z
+
+
+def _pre_norm(calibration: Calibration | None) -> bool:
+    """Whether the source reads its residual stream through norms and leaves it unnormalized (see
+    ``zoo.calibration.structure``); calibrations made before that was recorded tell by a final norm's energy."""
+    if calibration is None:
+        return False
+    return bool(calibration.meta.get("pre_norm", "energy:final_norm.weight" in calibration.scores))
 
 
 FRESH_ROLES = frozenset({"hidden", "ffn", "heads"})
