@@ -692,6 +692,8 @@ def ordered_ablation_methods(task: Task) -> list[Method]:
         replace(ORDERED, name="ordered: noise 0.1", strategy=OrderedStrategy(noise=0.1)),
         replace(ORDERED, name="ordered: fresh units", strategy=OrderedStrategy(grow="fresh")),
         replace(ORDERED, name="ordered: copied units and layers", strategy=OrderedStrategy(grow="copy", stack="copy")),
+        replace(ORDERED, name="ordered: fresh units and copied layers",
+                strategy=OrderedStrategy(grow="fresh", stack="copy")),
         replace(ORDERED, name="ordered: fresh units and zeroed stacked copies",
                 strategy=OrderedStrategy(grow="fresh", stack="zero")),
         replace(ORDERED, name="ordered: most important units copied", strategy=OrderedStrategy(

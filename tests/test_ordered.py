@@ -194,9 +194,9 @@ def test_calibrating_on_a_folder_of_text(tmp_path, minilm_dir):
 
 
 def test_growing_a_pre_norm_source_with_fresh_units_is_function_preserving_at_any_width(tmp_path):
-    """``grow="fresh"`` (the default for a pre-norm source such as Llama): new residual channels are zero in the stream (RMSNorm's gain is rescaled for them), new
-    neurons have zero outputs, so the grown model computes the source's logits even at non-integer factors, and
-    the new units are not copies of old ones."""
+    """``grow="fresh"`` (the default for a pre-norm source such as Llama): new residual channels are zero in the
+    stream (RMSNorm's gain is rescaled for them), new neurons have zero outputs, so the grown model computes the
+    source's logits even at non-integer factors, and the new units are not copies of old ones."""
     from zoo.materialization import materialize
     from zoo_plugins.transforms.ordered import OrderedStrategy
 
