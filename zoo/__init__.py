@@ -29,6 +29,8 @@ if TYPE_CHECKING:
                       show_learngene)
     from .plugin_host import catalog, register_plugin, unregister_plugin
     from .registry import open_registry
+    from .share.export import export_learngene
+    from .share.importer import import_learngene
 
 # public name -> the module that defines it
 _LAZY = {
@@ -42,12 +44,14 @@ _LAZY = {
     "register_plugin": "zoo.plugin_host",
     "unregister_plugin": "zoo.plugin_host",
     "open_registry": "zoo.registry",
+    "export_learngene": "zoo.share.export",
+    "import_learngene": "zoo.share.importer",
 }
 
 __all__ = [
     "DuplicateNameError", "InvalidConfigError", "RegistryError", "SourceNotFoundError", "UnknownNameError", "ZooError",
-    "__version__", "add_learngene", "catalog", "hookimpl", "list_learngenes", "materialize", "materialize_to_disk",
-    "open_registry",
+    "__version__", "add_learngene", "catalog", "export_learngene", "hookimpl", "import_learngene", "list_learngenes",
+    "materialize", "materialize_to_disk", "open_registry",
     "register_plugin", "remove_learngene", "show_learngene", "unregister_plugin",
 ]
 
