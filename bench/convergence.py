@@ -102,7 +102,7 @@ DWT = Method("dwt", transform="dwt", keep=0.5, note="BoT wavelet learngene, leve
 SELECT = Method("select", keep=1.0, strategy="select", note="Weight Selection from the exact source weights")
 DUPLICATE = Method("duplicate", keep=1.0, strategy="duplicate", note="Net2Net/HyperCloning widening, stacked layers")
 ORDERED = Method("ordered", transform="ordered", keep=1.0,
-                 note="calibrated importance order: most important units and layers kept, or replicated")
+                 note="calibrated importance order: most important units and layers kept; grown function-preserving")
 BUNDLED = Method("bundled", transform="ordered", bundled="all-minilm-l6-v2.ordered-half",
                  note="the README's main job: registry.db.example's MiniLM learngene (ordered, half the units, float16)")
 
