@@ -901,8 +901,11 @@ def main(argv: list[str] | None = None) -> int:
                     mine["runs"].sort(key=lambda r: r["seed"])
         for f in families:
             f["seeds"] = sorted({r["seed"] for m in f["methods"].values() for r in m.get("runs", [])})
-        for f in families:  # random init first, as in a run
+        notes = {m.name: m.note for m in (RANDOM, ORDERED, DCT, DCT_UNCALIBRATED, DWT, SELECT, DUPLICATE, BUNDLED)}
+        for f in families:  # random init first, as in a run; the methods' notes as the code describes them now
             f["methods"] = dict(sorted(f["methods"].items(), key=lambda kv: kv[0] != "random"))
+            for name, method in f["methods"].items():
+                method["note"] = notes.get(name, method.get("note", ""))
         families = [score(f) for f in families]
         args.ablations = runs[0].get("ablations", args.ablations)
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as tmp:
