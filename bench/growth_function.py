@@ -61,9 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             channels = torch.arange(384) if fresh else duplicate_indices(384, args.hidden)
             cosines = []
             for i, h in enumerate(grown):
-                mine = h[..., :384] if fresh else h
-                ref = source[0 if i == 0 else layers[i - 1] + 1][..., channels] if not fresh else \
-                    source[0 if i == 0 else layers[i - 1] + 1]
+                mine = h[..., :384] if fresh else h  # fresh channels are zero: compare the source's own
+                ref = source[0 if i == 0 else layers[i - 1] + 1][..., channels]
                 cosines.append(torch.nn.functional.cosine_similarity(mine.flatten(1), ref.flatten(1)).mean().item())
             rows.append((label, cosines))
     print(f"| growth (12 x 384 -> {args.layers} x {args.hidden}) | " +

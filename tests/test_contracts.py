@@ -42,8 +42,6 @@ FACTORIES: dict[str, Callable[[], Any]] = {
     "vit": _model("ViTModel", "ViTConfig", hidden_size=48, num_hidden_layers=2, num_attention_heads=3,
                   intermediate_size=96, image_size=32, patch_size=8),
 }
-# (strategy, transform): known breaches of the contract, each with what breaks
-KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _adapter(name: str) -> Any:
@@ -82,10 +80,7 @@ def _served_by(strategy: str) -> str:
                 "dct")
 
 
-@pytest.mark.parametrize("strategy,transform", [
-    pytest.param(s, _served_by(s), marks=[pytest.mark.xfail(strict=True, reason=KNOWN[(s, _served_by(s))])]
-                 if (s, _served_by(s)) in KNOWN else [])
-    for s in sorted(CATALOG.resize_strategies)])
+@pytest.mark.parametrize("strategy,transform", [(s, _served_by(s)) for s in sorted(CATALOG.resize_strategies)])
 def test_resize_strategy_contract(strategy, transform):
     check_resize_strategy(strategy, transform=transform)
 

@@ -7,7 +7,7 @@ roles, never model names: that is what lets one DCT serve BERT, GPT-2 and anythi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -130,6 +130,14 @@ def fan_in_size(axes: tuple[str, ...], shape: tuple[int, ...], fan_in: int) -> i
 
 def resizable(role: str) -> bool:
     return role not in FIXED_ROLES
+
+
+def check_fixed_axes(axes: Sequence[str], shape: Sequence[int], target_shape: Sequence[int]) -> None:
+    """Raise if an axis that is never resized (a vocabulary) would change length: a strategy's last guard, so that
+    no strategy resizes one silently."""
+    for role, n, m in zip(axes, shape, target_shape):
+        if not resizable(role) and int(n) != int(m):
+            raise ValueError(f"axis '{role}' is never resized ({n} -> {m})")
 
 
 def genome_of(groups: Iterable[GeneGroup]) -> Genome:

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from zoo import InvalidConfigError, hookimpl
-from zoo.genes import DEPTH, GeneRecord, resizable
+from zoo.genes import DEPTH, GeneRecord, check_fixed_axes, resizable
 from zoo.transforms import Transform
 
 if TYPE_CHECKING:
@@ -82,10 +82,8 @@ class _Baseline:
         raise NotImplementedError
 
     def _check(self, role: str, n: int, m: int) -> None:
-        if not resizable(role):
-            if n != m:
-                raise ValueError(f"axis '{role}' is never resized ({n} -> {m})")
-        elif (m < n) if self.grows else (m > n):
+        check_fixed_axes((role,), (n,), (m,))
+        if resizable(role) and ((m < n) if self.grows else (m > n)):
             other = "select" if self.grows else "duplicate"
             raise InvalidConfigError(
                 f"resize strategy '{self.name}' only {'grows' if self.grows else 'shrinks'} axes, but '{role}' goes "

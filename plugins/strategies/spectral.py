@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from zoo import hookimpl
-from zoo.genes import resizable
+from zoo.genes import check_fixed_axes, resizable
 from zoo.transforms import Transform
 
 if TYPE_CHECKING:
@@ -31,9 +31,7 @@ class Spectral:
         transform: Transform,
         params: Mapping[str, Any],
     ) -> torch.Tensor:
-        for dim, role in enumerate(axes):
-            if not resizable(role) and coeffs.shape[dim] != target_shape[dim]:
-                raise ValueError(f"axis '{role}' is never resized ({coeffs.shape[dim]} -> {target_shape[dim]})")
+        check_fixed_axes(axes, coeffs.shape, target_shape)
         # Axes are separable, so their order does not change the result, only the cost: shrink first and grow
         # last, so every step works on the smallest intermediate tensor.
         dims = sorted((d for d, role in enumerate(axes) if resizable(role)),

@@ -14,9 +14,11 @@ every reader and writer of an axis, and units are never blended across a nonline
   add`` calibrates the source first, and stores the scores with the learngene.
 * strategy ``ordered``: builds the target from those weights. Shrinking keeps the most important units of each
   axis and the layers chosen by ``depth`` (by default the first ones and the last; see docs/ablations.md).
-  Growing copies units and layers evenly (Net2Net, as the ``duplicate`` baseline does; copying the most important
-  ones first measured worse), divides every copied input so that linear maps compute what they did, and breaks the
-  copies' symmetry with HyperCloning's +N/-N noise on the copied inputs, which cancels exactly.
+  Growing a pre-norm model adds units that compute nothing yet (zero residual channels, zero-output neurons and
+  heads) and copies layers with their writers zeroed, so the grown model computes the source's function. Growing a
+  post-norm one copies units and layers evenly (Net2Net, as the ``duplicate`` baseline does; copying the most
+  important ones first measured worse), divides every copied input so that linear maps compute what they did, and
+  breaks the copies' symmetry with HyperCloning's +N/-N noise on the copied inputs, which cancels exactly.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from zoo import InvalidConfigError, hookimpl
-from zoo.genes import resizable
+from zoo.genes import check_fixed_axes, resizable
 from zoo.importance import Calibration, depth_order, descending, top_heads, top_units, unit_scores
 from zoo.stats import broadcast_stat
 from zoo_plugins.strategies.baselines import duplicate_indices, select_indices
@@ -146,7 +148,8 @@ class OrderedStrategy:
     the duplicate baseline stacks); ``grow_units``: which units are copied when an axis grows, ``important``
     (the most important first) or ``spread`` (evenly over the axis); ``grow``: what a grown width axis gets,
     ``copy`` (copied units, their inputs divided, with the noise above) or ``fresh`` (new units that compute nothing
-    yet: zero residual channels, new neurons and heads with random inputs and zero outputs; exact at any factor).
+    yet: zero residual channels, new neurons and heads with random inputs and zero outputs; exact at any factor;
+    grouped-query heads are still copied, within their groups, as k and v must map them alike).
     ``grow`` and ``stack`` default to ``auto``: ``fresh`` and ``zero`` for a pre-norm source (GPT-2, Llama, ViT:
     the grown model computes the source's function), ``copy`` for a post-norm one (BERT), as docs/ablations.md
     measured."""
@@ -217,6 +220,7 @@ class OrderedStrategy:
                record: Any, layer: int | None, gen: torch.Generator) -> torch.Tensor:
         """One layer: each axis indexed to its target length (a grouped-query pair of axes as one axis)."""
         calibration = self._calibration()
+        check_fixed_axes(axes, w.shape, target)
         first_input = len(axes) - record.fan_in
         dim = 0
         kept_hidden = None
@@ -224,8 +228,6 @@ class OrderedStrategy:
             role = axes[dim]
             pair = role == "kv_heads" and dim + 1 < len(axes) and axes[dim + 1] == "q_per_kv"
             if not resizable(role):
-                if w.shape[dim] != target[dim]:
-                    raise ValueError(f"axis '{role}' is never resized ({w.shape[dim]} -> {target[dim]})")
                 dim += 1
                 continue
             if pair:
@@ -263,11 +265,10 @@ class OrderedStrategy:
         important units kept or replicated; zoo's pipeline calls :meth:`resize_weights`."""
         import torch
 
+        check_fixed_axes(axes, coeffs.shape, target_shape)
         z = coeffs
         for dim, role in enumerate(axes):
             n, m = int(z.shape[dim]), int(target_shape[dim])
-            if n != m and not resizable(role):
-                raise ValueError(f"axis '{role}' is never resized ({n} -> {m})")
             if n != m:
                 index = torch.arange(m) if m < n else duplicate_indices(n, m)
                 z = z.index_select(dim, index.to(z.device))
