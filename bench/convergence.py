@@ -183,7 +183,7 @@ def _masked_lm_task(name: str, sizes: dict[str, int], direction: str, budget: Bu
     return Task(name, "bert", str(source), sizes, direction, "BertForMaskedLM", budget, train_loss, heldout_loss,
                 f"BERT masked-LM, all-MiniLM-L6-v2 (6 x 384) -> {sizes['layers']} x {sizes['hidden']}; "
                 f"{len(train)} training / {len(held)} held-out sequences of {budget.seq} tokens from pydoc_data.topics",
-                absent=("pooler.",))  # MiniLM's pooler: BertForMaskedLM has none (its MLM head is fresh instead)
+                absent=("pooler.",))  # MiniLM's pooler: BertForMaskedLM has none (its MLM head starts as the identity)
 
 
 SMOKE = Budget(steps=4, batch=2, seq=16, eval_every=2, eval_seqs=4, warmup=2)
@@ -847,6 +847,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--methods", help="comma-separated method names to run [default: all that apply]")
     p.add_argument("--ablations", action="store_true", help="run the ablation grid instead (docs/ablations.md)")
     p.add_argument("--steps", type=int, help="override every family's number of training steps")
+    p.add_argument("--lr", type=float, help="override every family's learning rate (to check a family's choice)")
     p.add_argument("--smoke", action="store_true", help="a few steps at tiny sizes: checks the pipeline (CI)")
     p.add_argument("--out", help="folder for the markdown, PNGs and JSON [default: docs/; a temporary folder with --smoke]")
     p.add_argument("--json", help="also write all curves as JSON here")
@@ -919,11 +920,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.steps:
                 task.budget = replace(task.budget, steps=args.steps, eval_every=max(1, min(task.budget.eval_every,
                                                                                          args.steps // 4)))
+            if args.lr:
+                task.budget = replace(task.budget, lr=args.lr)
             if args.ablations:
                 methods = ablation_methods(task) + ordered_ablation_methods(task)[2:]
             else:
                 calibrated = getattr(zoo.catalog().architecture(task.arch), "depth_calibrated_genes", ())
-                methods = [RANDOM, BUNDLED, *task.baselines()] if task.name == "bert-main" else \
+                methods = [RANDOM, BUNDLED, ORDERED, *task.baselines()] if task.name == "bert-main" else \
                     [RANDOM, ORDERED, DCT] + ([DCT_UNCALIBRATED] if calibrated and task.direction == "large-to-small"
                                            else []) + ([DWT] if "dwt" in transforms else []) + task.baselines()
             if args.methods:

@@ -31,6 +31,8 @@ SIZE_OPTIONS: dict[str, str] = {
     "ffn": "ffn",
     "positions": "positions",
 }
+# How a parameter may start when the learngene has no gene for it (WeightMap.absent).
+ABSENT_INITS = ("identity", "zeros")
 # Refuse before allocating: a target with more parameters than this needs an explicit max_params.
 DEFAULT_MAX_PARAMS = 20_000_000_000
 
@@ -72,7 +74,10 @@ class WeightMap:
     the canonical per-layer tensor; the stored tensor is reshaped to them. ``transposed`` marks GPT-2's Conv1D
     ``[in, out]`` layout. ``part=(index, count)`` takes one of ``count`` equal slices of the output axis (fused qkv).
     ``fan_in`` counts the trailing axes that are inputs; by default 1 for ``*.weight`` maps with two or more axes
-    (a Linear ``[out, in]``) unless the first axis is a lookup table (vocab, positions), else 0.
+    (a Linear ``[out, in]``) unless the first axis is a lookup table (vocab, positions), else 0. ``absent``: how
+    the target's parameter starts when the learngene has no such gene but transfers others (a head the source
+    lacks): one of :data:`ABSENT_INITS` (``identity``: a square matrix passes its input through; ``zeros``), or
+    None for the family's random init (:func:`zoo.assemble.init_fresh`).
     """
 
     gene: str
@@ -82,6 +87,12 @@ class WeightMap:
     part: tuple[int, int] = (0, 1)
     optional: bool = False
     fan_in: int | None = None
+    absent: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.absent is not None and self.absent not in ABSENT_INITS:
+            raise InvalidConfigError(f"weight map '{self.gene}': unknown absent init '{self.absent}'; valid: "
+                                     f"{', '.join(ABSENT_INITS)} (or None: the family's random init)")
 
     @property
     def inputs(self) -> int:
@@ -148,6 +159,39 @@ class TransformersAdapter:
     # ``streamable = False``.
     lazy_read: ClassVar[bool] = True  # extraction reads the checkpoint through gene_groups, a tensor at a time
     streamable: ClassVar[bool] = True  # models are built gene by gene (build_from), to disk straight into files
+    target_options: ClassVar[dict[str, str]] = {
+        "architecture": "the transformers class written, e.g. BertForMaskedLM or LlamaForSequenceClassification "
+                        "[default: the source's]",
+    }
+
+    def apply_options(self, config: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+        """``--set architecture=CLASS``: the model class the folder is written for (a head the source lacks then
+        starts as its weight maps say, or at the family's random init)."""
+        out = dict(config)
+        if "architecture" in options:
+            out["architectures"] = [self._model_class_name(str(options["architecture"]), out)]
+        return out
+
+    def _model_class_name(self, name: str, config: Mapping[str, Any]) -> str:
+        import transformers
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+        model_type = config.get("model_type")
+
+        def fits(candidate: str) -> bool:
+            try:
+                cls = getattr(transformers, candidate, None) if candidate.isidentifier() else None
+            except Exception:  # a class whose optional backend is missing
+                return False
+            return getattr(getattr(cls, "config_class", None), "model_type", None) == model_type
+
+        if not fits(name):
+            stem = CONFIG_MAPPING_NAMES.get(str(model_type), "").removesuffix("Config")
+            valid = sorted(n for n in dir(transformers) if stem and n.startswith(stem) and not n.endswith(
+                "PreTrainedModel") and ("For" in n or n.endswith("Model")) and fits(n))
+            raise InvalidConfigError(f"--set architecture={name}: not a transformers model class for "
+                                     f"{model_type}; valid: {', '.join(valid) or '(none found)'}")
+        return name
 
     # -- sizes and configs -------------------------------------------------------------------------------------
     def sizes(self, config: Mapping[str, Any]) -> dict[str, int]:
@@ -345,17 +389,21 @@ class TransformersAdapter:
                 if params[key].shape != value.shape:
                     raise InvalidConfigError(f"gene for '{key}' has shape {tuple(value.shape)}, model wants "
                                              f"{tuple(params[key].shape)}")
-            fresh = assemble.init_fresh(model, set(values))
+            starts = assemble.absent_starts(self, config, model, set(values))
+            fresh = assemble.init_fresh(model, set(values), starts)
             with torch.no_grad():
                 for key, value in values.items():
                     params[key].copy_(value)
         else:
             placements = assemble.plan(self, config, params, names)
-            fresh = assemble.init_fresh(model, {p.key for places in placements.values() for p in places})
+            covered = {p.key for places in placements.values() for p in places}
+            starts = assemble.absent_starts(self, config, model, covered)
+            fresh = assemble.init_fresh(model, covered, starts)
             assemble.fill(params, placements, genes)
         model.tie_weights()
         model.eval()
         model.zoo_fresh_parameters = fresh
+        model.zoo_absent_starts = {k: v for k, v in starts.items() if k in fresh}
         return model
 
     def save(self, model: torch.nn.Module, out_dir: Any) -> None:

@@ -8,7 +8,7 @@ import os
 import re
 import shlex
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -362,11 +362,15 @@ def materialize_to_disk(
             return model.zoo_report
         layout = assemble.construct(job.adapter, job.config, "meta")
         placements = assemble.plan(job.adapter, job.config, layout.state_dict(keep_vars=True), job.records)
+        unplaced = sorted(set(job.records) - set(placements))  # genes the chosen model class has no place for
+        job.skipped = sorted(job.skipped + unplaced)
+        job.records = {n: r for n, r in job.records.items() if n not in unplaced}
         job.together = assemble.sharing(placements)
         covered = {p.key for places in placements.values() for p in places}
+        starts = assemble.absent_starts(job.adapter, job.config, layout, covered)
         with seeded(seed, dev):
-            fresh = assemble.init_fresh(layout, covered)
-        report = _report(job, type(layout).__name__, sum(p.numel() for p in layout.parameters()), fresh)
+            fresh = assemble.init_fresh(layout, covered, starts)
+        report = _report(job, type(layout).__name__, sum(p.numel() for p in layout.parameters()), fresh, starts)
         report.update(made)
 
         def write(folder: Path) -> None:
@@ -471,12 +475,15 @@ def _dry_run(job: _Job, made: dict[str, Any], dtype: str) -> dict[str, Any]:
     genes = [{"name": name, "axes": list(r.axes), "source_shape": list(r.source_shape),
               "target_shape": list(shape_for(r.axes, job.sizes))} for name, r in job.records.items()]
     params, model_class, fresh = job.adapter.parameter_count(job.config), "?", None
+    starts: dict[str, str] = {}
     if assemble.streamable(job.adapter):
         layout = assemble.construct(job.adapter, job.config, "meta")
         placements = assemble.plan(job.adapter, job.config, layout.state_dict(keep_vars=True), job.records)
-        fresh = sorted(assemble.uncovered(layout, {p.key for places in placements.values() for p in places}))
+        covered = {p.key for places in placements.values() for p in places}
+        fresh = sorted(assemble.uncovered(layout, covered))
+        starts = assemble.absent_starts(job.adapter, job.config, layout, covered)
         params, model_class = sum(p.numel() for p in layout.parameters()), type(layout).__name__
-    report = _report(job, model_class, params, fresh or [])
+    report = _report(job, model_class, params, fresh or [], starts)
     report.update(made, dry_run=True, out=str(job.out_dir), genes=genes,
                   disk_bytes=params * STORAGE_DTYPES[dtype].itemsize)
     if fresh is None:
@@ -581,11 +588,13 @@ def _build(job: _Job, progress: bool) -> torch.nn.Module:
                                        job.info.transform_params, job.stats)
             model = job.adapter.build(job.config, genome, device=job.device)
     model.zoo_report = _report(job, type(model).__name__, sum(p.numel() for p in model.parameters()),
-                               list(getattr(model, "zoo_fresh_parameters", [])))
+                               list(getattr(model, "zoo_fresh_parameters", [])),
+                               getattr(model, "zoo_absent_starts", {}))
     return model
 
 
-def _report(job: _Job, model_class: str, parameters: int, fresh: list[str]) -> dict[str, Any]:
+def _report(job: _Job, model_class: str, parameters: int, fresh: list[str],
+            starts: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {
         "learngene": job.info.name,
         "family": job.info.family,
@@ -594,6 +603,8 @@ def _report(job: _Job, model_class: str, parameters: int, fresh: list[str]) -> d
         "parameters": parameters,
         "sizes": dict(job.sizes),
         "fresh_parameters": list(fresh),
+        # of those, the ones that start as their weight map says (an identity head transform), not at random
+        "absent_starts": {k: v for k, v in sorted((starts or {}).items()) if k in fresh},
         "skipped_genes": job.skipped,
         "reset_genes": job.reset,
         # how it was built: what the learngene stores, and the options resolved for this build

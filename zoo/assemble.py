@@ -63,7 +63,8 @@ def construct(adapter: Any, config: Mapping[str, Any], device: Any) -> torch.nn.
 
 def plan(adapter: Any, config: Mapping[str, Any], params: Mapping[str, torch.Tensor],
          genes: Iterable[str]) -> dict[str, list[Placement]]:
-    """Where each of ``genes`` goes among ``params`` (the model's state dict, possibly on ``meta``)."""
+    """Where each of ``genes`` goes among ``params`` (the model's state dict, possibly on ``meta``). A gene of an
+    optional weight map whose parameter the model class lacks goes nowhere (it is not in the result)."""
     sizes = adapter.sizes(config)
     present = set(genes)
     pieces: dict[str, list[tuple[int, str, int | None, Any]]] = defaultdict(list)
@@ -74,7 +75,12 @@ def plan(adapter: Any, config: Mapping[str, Any], params: Mapping[str, torch.Ten
             pieces[wm.key.format(i=i)].append((wm.part[0], wm.gene, i, wm))
     out: dict[str, list[Placement]] = defaultdict(list)
     for key, parts in pieces.items():
-        full_key = adapter.template_key(key, params)
+        try:
+            full_key = adapter.template_key(key, params)
+        except KeyError:
+            if all(p[3].optional for p in parts):  # a part the chosen class lacks (a pooler under BertForMaskedLM)
+                continue
+            raise
         target = params[full_key]
         parts.sort(key=lambda p: p[0])
         transposed = parts[0][3].transposed and target.dim() == 2
@@ -156,13 +162,64 @@ def uncovered(model: torch.nn.Module, covered: set[str]) -> list[str]:
     return [name for name, p in model.named_parameters() if id(p) not in covered_ids]
 
 
-def init_fresh(model: torch.nn.Module, covered: set[str]) -> list[str]:
+def absent_starts(adapter: Any, config: Mapping[str, Any], model: torch.nn.Module,
+                  covered: set[str]) -> dict[str, str]:
+    """The parameters no gene covers whose weight map says how they start (``WeightMap.absent``), by state-dict
+    key. Only when some gene is covered: a model built from no learngene at all is the family's random init."""
+    if not covered:
+        return {}
+    params = model.state_dict(keep_vars=True)
+    depth = adapter.sizes(config).get(DEPTH, 1)
+    out: dict[str, str] = {}
+    for wm in getattr(adapter, "weights", ()):
+        if getattr(wm, "absent", None) is None:
+            continue
+        for i in range(depth) if wm.per_layer else [None]:
+            try:
+                key = adapter.template_key(wm.key.format(i=i), params)
+            except KeyError:  # an optional map the target class has no parameter for
+                continue
+            if key not in covered:
+                out[key] = wm.absent
+    return out
+
+
+def _start(name: str, param: torch.Tensor, rule: str) -> None:
+    import torch
+
+    with torch.no_grad():
+        if rule == "zeros":
+            param.zero_()
+        elif rule == "identity":
+            if param.dim() != 2 or param.shape[0] != param.shape[1]:
+                raise InvalidConfigError(f"'{name}' has shape {tuple(param.shape)}; an identity start needs a "
+                                         f"square matrix (fix the weight map's absent init)")
+            param.copy_(torch.eye(param.shape[0], dtype=param.dtype, device=param.device))
+        else:
+            raise InvalidConfigError(f"unknown absent init '{rule}' for '{name}'; valid: identity, zeros")
+
+
+def _materialize_own(model: torch.nn.Module, module: torch.nn.Module) -> None:
+    """Give ``module``'s own meta parameters memory, and every other module that shares one of them (a tied
+    bias: BERT's ``cls.predictions.bias`` is its decoder's) the same new parameter, so ties survive."""
+    before = dict(module.named_parameters(recurse=False))
+    module.to_empty(device="cpu", recurse=False)
+    after = dict(module.named_parameters(recurse=False))
+    renamed = {id(before[k]): after[k] for k in before if after[k] is not before[k]}
+    for other in model.modules():
+        for attr, p in list(other.named_parameters(recurse=False)):
+            if id(p) in renamed and other is not module:
+                setattr(other, attr, renamed[id(p)])
+
+
+def init_fresh(model: torch.nn.Module, covered: set[str], starts: Mapping[str, str] | None = None) -> list[str]:
     """Give the parameters no gene covers the family's own init, and nothing else; returns their names.
 
     ``reset_parameters`` (torch's default) then ``_init_weights`` of the nearest ``PreTrainedModel``, on the
     modules holding fresh parameters and their ancestors (GPT-2's scaled ``c_proj`` init lives in the parent's
     rule), children before parents, as ``transformers`` does. Rules that also touch covered parameters are
-    harmless: genes are written afterwards. Sorted, so the order never depends on ``PYTHONHASHSEED``.
+    harmless: genes are written afterwards. Sorted, so the order never depends on ``PYTHONHASHSEED``. Then the
+    fresh parameters named in ``starts`` (:func:`absent_starts`) start as it says instead.
     """
     from transformers import PreTrainedModel
 
@@ -173,7 +230,7 @@ def init_fresh(model: torch.nn.Module, covered: set[str]) -> list[str]:
     owners = sorted({name.rpartition(".")[0] for name in fresh})
     for name in owners:
         if any(p.is_meta for p in modules[name].parameters(recurse=False)):
-            modules[name].to_empty(device="cpu", recurse=False)  # streaming to disk: only these get memory
+            _materialize_own(model, modules[name])  # streaming to disk: only these get memory
         reset = getattr(modules[name], "reset_parameters", None)
         if callable(reset) and not isinstance(modules[name], PreTrainedModel):
             reset()
@@ -192,6 +249,9 @@ def init_fresh(model: torch.nn.Module, covered: set[str]) -> list[str]:
         fn = init_fn(name)
         if fn is not None:
             fn(modules[name])
+    named = dict(model.named_parameters())
+    for name in sorted(set(fresh) & set(starts or {})):
+        _start(name, named[name], (starts or {})[name])
     return sorted(fresh)
 
 
@@ -308,5 +368,5 @@ def streamable(adapter: Any) -> bool:
     return bool(getattr(adapter, "streamable", False))
 
 
-__all__ = ["Placement", "construct", "fill", "init_fresh", "plan", "saved_names", "streamable", "uncovered",
+__all__ = ["Placement", "absent_starts", "construct", "fill", "init_fresh", "plan", "saved_names", "streamable", "uncovered",
            "write_pretrained"]

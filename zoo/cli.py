@@ -414,9 +414,14 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
     shape = ", ".join(f"{k} {v}" for k, v in sizes.items() if k in ("depth", "hidden", "heads", "kv_heads", "ffn"))
     click.echo(f"materialized {report['model_class']} ({shape}; {report['parameters'] / 1e6:.1f}M parameters, "
                f"{dtype}) -> {out}")
-    if report["fresh_parameters"]:
-        click.echo(f"note: {len(report['fresh_parameters'])} parameters had no gene and keep random init: "
-                   f"{', '.join(report['fresh_parameters'][:4])}{' ...' if len(report['fresh_parameters']) > 4 else ''}")
+    starts = report.get("absent_starts") or {}
+    if starts:
+        click.echo(f"note: {len(starts)} parameters had no gene and start as their family's adapter says: "
+                   f"{', '.join(f'{k} ({v})' for k, v in list(starts.items())[:3])}{' ...' if len(starts) > 3 else ''}")
+    random = [name for name in report["fresh_parameters"] if name not in starts]
+    if random:
+        click.echo(f"note: {len(random)} parameters had no gene and keep random init: "
+                   f"{', '.join(random[:4])}{' ...' if len(random) > 4 else ''}")
     if report.get("reset_genes"):
         click.echo(f"note: tuned to the source's last layer, so left at init in this shallower model: "
                    f"{', '.join(report['reset_genes'])}")

@@ -54,12 +54,15 @@ class BertAdapter(TransformersAdapter):
         WeightMap("mlp.norm.bias", L + "output.LayerNorm.bias", (H,)),
         WeightMap("pooler.weight", "pooler.dense.weight", (H, H), optional=True),
         WeightMap("pooler.bias", "pooler.dense.bias", (H,), optional=True),
-        # masked-LM head (bert-base-uncased has one; its decoder is tied to the token embeddings)
-        WeightMap("mlm.dense.weight", "cls.predictions.transform.dense.weight", (H, H), optional=True),
-        WeightMap("mlm.dense.bias", "cls.predictions.transform.dense.bias", (H,), optional=True),
+        # masked-LM head (bert-base-uncased has one; its decoder is tied to the token embeddings). A source without
+        # one (a sentence-transformers checkpoint) gives a head whose transform passes the stream through: the
+        # tied decoder then reads tokens from the transferred stream at step 0 (docs/ablations.md measures it)
+        WeightMap("mlm.dense.weight", "cls.predictions.transform.dense.weight", (H, H), optional=True,
+                  absent="identity"),
+        WeightMap("mlm.dense.bias", "cls.predictions.transform.dense.bias", (H,), optional=True, absent="zeros"),
         WeightMap("mlm.norm.weight", "cls.predictions.transform.LayerNorm.weight", (H,), optional=True),
         WeightMap("mlm.norm.bias", "cls.predictions.transform.LayerNorm.bias", (H,), optional=True),
-        WeightMap("mlm.bias", "cls.predictions.bias", ("vocab",), optional=True),
+        WeightMap("mlm.bias", "cls.predictions.bias", ("vocab",), optional=True, absent="zeros"),
     )
 
 
