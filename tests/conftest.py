@@ -75,6 +75,33 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def perturbed_checkpoint(tmp_path_factory):
+    """``save(model, name)``: ``model`` with every parameter nudged by noise (:func:`zoo.testing.perturb`: no bias
+    or norm left at its init constant), saved as a Hugging Face folder; returns the folder.
+
+    The noise continues torch's generator as it stands (build the model right after ``torch.manual_seed``), or
+    starts from ``seed``; ``noise`` scales it. ``edit(model)`` shapes the source further before it is saved (per-layer
+    scales, under ``no_grad``); ``folder`` defaults to a new temporary folder named ``name``."""
+    import torch
+
+    from zoo.testing import perturb
+
+    def save(model, name: str = "source", *, noise: float = 0.05, seed: int | None = None, edit=None,
+             folder: Path | None = None) -> Path:
+        if seed is not None:
+            torch.manual_seed(seed)
+        perturb(model, noise)
+        if edit is not None:
+            with torch.no_grad():
+                edit(model)
+        folder = folder or tmp_path_factory.mktemp(name) / name
+        model.save_pretrained(folder)
+        return folder
+
+    return save
+
+
+@pytest.fixture(scope="session")
 def postgres_server(request) -> str:
     """URL of a PostgreSQL server for team-registry tests: $ZOO_TEST_POSTGRES_URL (.ci/run starts one with
     scripts/start_postgres.sh), else one the script starts here if PostgreSQL is installed; else the test skips."""

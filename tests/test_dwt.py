@@ -206,20 +206,17 @@ def test_bad_parameters_are_one_clear_error():
 
 # -- sources and registries ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory) -> Path:
+def gpt2_dir(perturbed_checkpoint) -> Path:
     """A 12-layer, 64-wide random GPT-2 whose layers differ in scale (so depth statistics mean something)."""
     torch.manual_seed(0)
     config = GPT2Config(n_layer=12, n_embd=64, n_head=4, vocab_size=1000, n_positions=64, bos_token_id=0,
                         eos_token_id=0)
-    model = GPT2LMHeadModel(config)
-    with torch.no_grad():
-        for _name, param in model.named_parameters():
-            param.add_(torch.randn_like(param) * 0.05)
+
+    def scale_layers(model):
         for i, block in enumerate(model.transformer.h):
             block.mlp.c_fc.weight.mul_(1.0 + 0.2 * i)
-    folder = tmp_path_factory.mktemp("dwt-gpt2") / "tiny-gpt2"
-    model.save_pretrained(folder)
-    return folder
+
+    return perturbed_checkpoint(GPT2LMHeadModel(config), "tiny-gpt2", edit=scale_layers)
 
 
 @pytest.fixture(scope="module")

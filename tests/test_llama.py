@@ -330,16 +330,13 @@ FAMILIES = {
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_tiny_family_round_trip_and_resize(tmp_path, family):
+def test_tiny_family_round_trip_and_resize(tmp_path, perturbed_checkpoint, family):
     cls, config_cls, extra = FAMILIES[family]
     torch.manual_seed(3)
     config = config_cls(num_hidden_layers=3, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
                         intermediate_size=128, vocab_size=300, max_position_embeddings=128, **extra)
     source = cls(config)
-    with torch.no_grad():
-        for param in source.parameters():  # biases and norm gains must not be constant
-            param.add_(0.05 * torch.randn_like(param))
-    source.save_pretrained(tmp_path / "src")
+    perturbed_checkpoint(source, folder=tmp_path / "src")  # biases and norm gains must not be constant
     source.eval()
     info = zoo.add_learngene(str(tmp_path / "src"), transform="dct", keep=1.0, name="tiny")
     assert info.family == family.split("-")[0]
