@@ -284,7 +284,7 @@ def test_vit_output_has_an_image_processor_for_pipeline(tmp_path):
 
 def test_gguf_license_and_default_names(tmp_path, minilm_dir, smollm2_gguf):
     from zoo.sources import resolve
-    from zoo_plugins.architectures.llama import _gguf_info
+    from zoo_plugins.sources.gguf_reader import _gguf_info
 
     assert _gguf_info(smollm2_gguf) == {"license": "apache-2.0"}
     loose = tmp_path / "loose"

@@ -429,7 +429,7 @@ def test_deit_base_from_a_local_timm_checkpoint(tmp_path):
 
 def test_original_deit_pth_layout_loads_through_timm(tmp_path):
     """DeiT's released .pth files nest the weights under "model"; timm's loader unwraps them."""
-    from zoo_plugins.architectures.vit_timm import resolve
+    from zoo_plugins.sources.timm_reader import resolve
 
     source = make_timm("deit_tiny_distilled_patch16_224")  # the alias loads the named model's default structure
     file = tmp_path / "deit_tiny_distilled.pth"
