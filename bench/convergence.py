@@ -389,7 +389,16 @@ def checkpoint(source: str) -> Any:
     return resolve_checkpoint(source)
 
 
-def target_config(task: Task, info: Any = None) -> tuple[Any, dict[str, Any]]:
+def request(task: Task, method: Method | None = None) -> Any:
+    """The task's target as zoo materializes it (an ablation's own strategy object is bound by ``build``)."""
+    from zoo.request import MaterializeRequest
+
+    strategy = method.strategy if method is not None and isinstance(method.strategy, str) else None
+    return MaterializeRequest(task.arch, **task.sizes, options=task.options, strategy=strategy,
+                              stats=method.stats if method is not None else "restore")
+
+
+def target_config(task: Task, info: Any = None, method: Method | None = None) -> tuple[Any, dict[str, Any]]:
     import zoo
 
     adapter = zoo.catalog().architecture(task.arch)
@@ -397,11 +406,7 @@ def target_config(task: Task, info: Any = None) -> tuple[Any, dict[str, Any]]:
         source_config = checkpoint(task.source).config
     else:
         source_config = info.source_config
-    config = adapter.target_config(source_config, **task.sizes)
-    if task.options:
-        from zoo.api import apply_options
-
-        config = apply_options(adapter, config, task.options)
+    config = request(task, method).target_config(adapter, source_config)
     if task.architecture:
         config["architectures"] = [task.architecture]
     config.update(task.config)
@@ -411,7 +416,6 @@ def target_config(task: Task, info: Any = None) -> tuple[Any, dict[str, Any]]:
 def build(task: Task, method: Method, genes: Learngenes, seed: int = SEED) -> torch.nn.Module:
     """The target model initialized by ``method``; parameters no gene covers get the family's random init."""
     import zoo
-    from zoo.api import bind_strategy
     from zoo.calibrate import depth_calibrated
     from zoo.importance import Calibration
     from zoo.materialization import materialize
@@ -434,12 +438,11 @@ def build(task: Task, method: Method, genes: Learngenes, seed: int = SEED) -> to
     else:
         name = genes.get(task, method)
     info = registry.get(name)
-    adapter, config = target_config(task, info)
-    cat = zoo.catalog()
-    transform = cat.transform(info.transform)
+    adapter, config = target_config(task, info, method)
+    transform = zoo.catalog().transform(info.transform)
     strategy = method.strategy
     if strategy is None or isinstance(strategy, str):
-        strategy = bind_strategy(cat, transform, info, strategy)
+        strategy = request(task, method).resize_strategy(transform, info)
     elif getattr(strategy, "needs_calibration", False):  # an ablation's own instance
         strategy = strategy.for_learngene(Calibration.from_bytes(info.calibration) if info.calibration else None)
     drop = method.drop + task.absent

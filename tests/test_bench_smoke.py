@@ -40,7 +40,6 @@ def test_a_late_spike_of_random_init_does_not_lower_the_bar(convergence):
     assert scored["methods"]["other"]["saved_text"] == "not reached (<0%)"
 
 
-@pytest.mark.slow
 def test_smoke_run_produces_finite_numbers_and_reports(convergence, minilm_dir, tmp_path):
     out = tmp_path / "out"
     code = convergence.main(["--smoke", "--threads", "1", "--out", str(out), "--json", str(tmp_path / "r.json")])

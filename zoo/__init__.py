@@ -25,10 +25,11 @@ from .errors import (
 from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from .api import (add_learngene, list_learngenes, materialize, materialize_to_disk, remove_learngene,
-                      show_learngene)
+    from .api import (add_learngene, list_learngenes, materialize, materialize_request, materialize_request_to_disk,
+                      materialize_to_disk, remove_learngene, show_learngene)
     from .plugin_host import catalog, register_plugin, unregister_plugin
     from .registry import open_registry
+    from .request import MaterializeRequest
     from .share.export import export_learngene
     from .share.importer import import_learngene
 
@@ -38,6 +39,9 @@ _LAZY = {
     "list_learngenes": "zoo.api",
     "materialize": "zoo.api",
     "materialize_to_disk": "zoo.api",
+    "materialize_request": "zoo.api",
+    "materialize_request_to_disk": "zoo.api",
+    "MaterializeRequest": "zoo.request",
     "remove_learngene": "zoo.api",
     "show_learngene": "zoo.api",
     "catalog": "zoo.plugin_host",
@@ -49,9 +53,10 @@ _LAZY = {
 }
 
 __all__ = [
-    "DuplicateNameError", "InvalidConfigError", "RegistryError", "SourceNotFoundError", "UnknownNameError", "ZooError",
-    "__version__", "add_learngene", "catalog", "export_learngene", "hookimpl", "import_learngene", "list_learngenes",
-    "materialize", "materialize_to_disk", "open_registry",
+    "DuplicateNameError", "InvalidConfigError", "MaterializeRequest", "RegistryError", "SourceNotFoundError",
+    "UnknownNameError", "ZooError", "__version__", "add_learngene", "catalog", "export_learngene", "hookimpl",
+    "import_learngene", "list_learngenes", "materialize", "materialize_request", "materialize_request_to_disk",
+    "materialize_to_disk", "open_registry",
     "register_plugin", "remove_learngene", "show_learngene", "unregister_plugin",
 ]
 

@@ -133,6 +133,17 @@ def _as_rows(tensor: torch.Tensor, transposed: bool) -> torch.Tensor:
     return tensor.T if transposed and tensor.dim() == 2 else tensor
 
 
+def check_sizes(requested: Mapping[str, int | None]) -> None:
+    """Reject size options whose values are not positive whole numbers (``None``: keep the source's)."""
+    for option, value in requested.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidConfigError(f"--{option.replace('_', '-')} must be a whole number, got {value!r}")
+        if value < 1:
+            raise InvalidConfigError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+
+
 def heads_hint(hidden: int, heads: int, head_dim: int, valid: str) -> str:
     """The error for a width that neither the source's head size nor its head count divides."""
     return (f"--hidden {hidden} does not fit the source's attention heads: its head size {head_dim} does not divide "
@@ -208,13 +219,7 @@ class TransformersAdapter:
                 f"architecture '{self.name}' cannot set {', '.join('--' + u.replace('_', '-') for u in unsupported)}; "
                 f"it supports {', '.join('--' + o.replace('_', '-') for o in self.size_options)}"
             )
-        for option, value in requested.items():
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidConfigError(f"--{option.replace('_', '-')} must be a whole number, got {value!r}")
-            if value < 1:
-                raise InvalidConfigError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+        check_sizes(requested)
 
     def target_config(self, config: Mapping[str, Any], **requested: int | None) -> dict[str, Any]:
         """The source config with the requested sizes; unset sizes keep the source's.

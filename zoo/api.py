@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shlex
@@ -23,13 +22,14 @@ from .dtypes import STORAGE_DTYPES
 from .errors import InvalidConfigError, UnknownNameError, ZooError
 from .extraction import extract_groups, gene_groups, kept_size, parse_keep
 from .genes import DEPTH, genome_of, resizable, shape_for
-from .importance import DEFAULT_SAMPLES, Calibration, ordered_groups
-from .inputs import apply_options, check_name, check_params, registry_session, resolve_device
-from .materialization import STATS_RULES, materialize as materialize_genes, materialize_stream
+from .importance import DEFAULT_SAMPLES, ordered_groups
+from .inputs import check_name, check_params, registry_session, resolve_device
+from .materialization import materialize as materialize_genes, materialize_stream
 from .model_folder import check_out, save, write_folder, zoo_output
 from .plugin_host import catalog
 from .registry import LearngeneInfo
 from .registry.util import now
+from .request import DEFAULT_SEED, MaterializeRequest
 from .resolver import (default_learngene_name, describe_source, find_adapter, read_weights, reading, resolve_checkpoint,
                        unreadable)
 from .share import artifact_folder, import_learngene
@@ -45,7 +45,6 @@ DEFAULT_TRANSFORM = "ordered"  # docs/results.md: it trains fastest on every fam
 # layers (extracting) or genes (materializing) worked on at once, each on one torch thread: FFTs and small
 # products scale better across tensors than inside one (docs/performance.md)
 EXTRACT_WORKERS = max(1, min(4, os.cpu_count() or 1))
-DEFAULT_SEED = 0  # parameters no gene covers get the same init on every run unless asked otherwise
 
 
 def add_learngene(
@@ -169,9 +168,9 @@ def _bar(total: int, description: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=description, unit="gene", disable=None if enabled else True, leave=False)
 
 
-def pick_learngene(reg: Registry, arch: str | None, name: str | None) -> tuple[LearngeneInfo, Any]:
+def pick_learngene(reg: Registry, request: MaterializeRequest) -> tuple[LearngeneInfo, Any]:
     """The learngene to materialize from, and its adapter."""
-    cat = catalog()
+    cat, arch, name = catalog(), request.arch, request.learngene
     if name:
         info = reg.get(name)
         adapter = cat.architecture(info.family)
@@ -179,8 +178,7 @@ def pick_learngene(reg: Registry, arch: str | None, name: str | None) -> tuple[L
             raise InvalidConfigError(f"learngene '{name}' is a {info.family} learngene, not {arch}; drop --arch or pick "
                                      f"a {arch} learngene (zoo learngene list)")
         return info, adapter
-    if not arch:
-        raise InvalidConfigError(f"give --arch (one of {', '.join(sorted(cat.architectures))}) or --from NAME")
+    assert arch is not None  # a request names a learngene or a family
     adapter = cat.architecture(arch)
     latest = reg.latest(adapter.name)
     if latest is None:
@@ -262,14 +260,24 @@ def materialize(
     memory holds the model plus one gene. To write a folder without holding the model, use
     :func:`materialize_to_disk`.
     """
-    dev = resolve_device(device)
-    sizes = dict(layers=layers, hidden=hidden, heads=heads, ffn=ffn, kv_heads=kv_heads, head_dim=head_dim,
-                 positions=positions)
+    request = MaterializeRequest(arch, learngene=learngene, layers=layers, hidden=hidden, heads=heads, ffn=ffn,
+                                 kv_heads=kv_heads, head_dim=head_dim, positions=positions, strategy=strategy,
+                                 stats=stats, options=options or {}, seed=seed, device=str(device or "auto"))
+    return materialize_request(request, registry=registry, out=out, progress=progress)
+
+
+def materialize_request(request: MaterializeRequest, *, registry: Registry | str | None = None,
+                        out: str | os.PathLike[str] | None = None, progress: bool = False) -> torch.nn.Module:
+    """:func:`materialize` of a :class:`~zoo.request.MaterializeRequest`; the model's weights are of the
+    request's ``dtype``."""
+    dev = resolve_device(request.device)
     with registry_session(registry) as reg:
-        job = _plan(reg, arch, learngene, sizes, dev, strategy, stats, out, options)
-        with seeded(seed, dev):
+        job = _plan(reg, request, dev, out)
+        with seeded(request.seed, dev):
             model = _build(job, progress)
-        model.zoo_report.update(provenance(reg, job, sizes, options, seed, "float32"))
+        if request.dtype != "float32":
+            model.to(STORAGE_DTYPES[request.dtype])
+        model.zoo_report.update(provenance(reg, job, request))
         if job.out_dir is not None:
             if hasattr(job.adapter, "load_code"):  # how to load what save() writes, when it is not from_pretrained
                 model.zoo_report["load"] = job.adapter.load_code(job.config, job.out_dir)
@@ -326,26 +334,39 @@ def materialize_to_disk(
     ``learngene_sha256``: the content hash the learngene must have (a rebuild from ``zoo.json`` passes it, so a
     learngene re-added under the same name is refused rather than silently building other weights).
     """
-    if dtype not in STORAGE_DTYPES:
-        raise InvalidConfigError(f"unknown dtype '{dtype}'; valid choices: {', '.join(STORAGE_DTYPES)}")
-    dev = resolve_device(device)
-    sizes = dict(layers=layers, hidden=hidden, heads=heads, ffn=ffn, kv_heads=kv_heads, head_dim=head_dim,
-                 positions=positions)
+    request = MaterializeRequest(arch, learngene=learngene, layers=layers, hidden=hidden, heads=heads, ffn=ffn,
+                                 kv_heads=kv_heads, head_dim=head_dim, positions=positions, strategy=strategy,
+                                 stats=stats, options=options or {}, seed=seed, dtype=dtype,
+                                 device=str(device or "auto"), learngene_sha256=learngene_sha256)
+    return materialize_request_to_disk(request, out, registry=registry, max_shard_bytes=max_shard_bytes,
+                                       progress=progress, overwrite=overwrite, argv=argv, on_demand=on_demand,
+                                       dry_run=dry_run)
+
+
+def materialize_request_to_disk(request: MaterializeRequest, out: str | os.PathLike[str] | None = None, *,
+                                registry: Registry | str | None = None,
+                                max_shard_bytes: int = assemble.DEFAULT_SHARD_BYTES, progress: bool = False,
+                                overwrite: bool = True, argv: list[str] | None = None, on_demand: Any = None,
+                                dry_run: bool = False) -> dict[str, Any]:
+    """:func:`materialize_to_disk` of a :class:`~zoo.request.MaterializeRequest`."""
+    dev = resolve_device(request.device)
+    seed, dtype = request.seed, request.dtype
     with registry_session(registry) as reg:
-        if on_demand is not None and learngene is None and arch and not dry_run:
-            add_default_learngene(reg, arch, on_demand, progress)
-        job = _plan(reg, arch, learngene, sizes, dev, strategy, stats, out, options, in_memory=False)
+        if on_demand is not None and request.learngene is None and request.arch and not dry_run:
+            add_default_learngene(reg, request.arch, on_demand, progress)
+        job = _plan(reg, request, dev, out, in_memory=False)
         if job.out_dir is None:
             job.out_dir = check_out(Path.cwd() / default_out(job), reg)
         if not overwrite and job.out_dir.is_dir() and zoo_output(job.out_dir):
             raise InvalidConfigError(f"{job.out_dir} already holds a model zoo wrote; pass --overwrite to replace it, "
                                      f"or --out DIR")
         assets = reg.assets(job.info.name)
-        made = provenance(reg, job, sizes, options, seed, dtype, argv)
-        if learngene_sha256 is not None and learngene_sha256 != made["learngene_sha256"]:
+        made = provenance(reg, job, request, argv)
+        expected = request.learngene_sha256
+        if expected is not None and expected != made["learngene_sha256"]:
             raise InvalidConfigError(
                 f"learngene '{job.info.name}' in {reg.where} is not the one this model was built from (content "
-                f"sha256 {made['learngene_sha256'][:12]}..., expected {learngene_sha256[:12]}...); use the registry "
+                f"sha256 {made['learngene_sha256'][:12]}..., expected {expected[:12]}...); use the registry "
                 f"it was built with")
         if dry_run:
             return _dry_run(job, made, dtype)
@@ -440,30 +461,18 @@ def learngene_sha256(reg: Registry, name: str) -> str:
     return hashlib.sha256("".join(f"{g['name']}\t{g['sha256']}\n" for g in genes).encode()).hexdigest()
 
 
-def provenance(reg: Registry, job: _Job, requested: dict[str, int | None], options: dict[str, Any] | None,
-               seed: int | None, dtype: str, argv: list[str] | None = None) -> dict[str, Any]:
-    """What ``zoo.json`` needs to rebuild the model: ``rebuild`` holds :func:`materialize_to_disk`'s arguments
-    (``materialize_to_disk(out, **rebuild)``), ``command`` the same as a ``zoo materialize`` line."""
+def provenance(reg: Registry, job: _Job, request: MaterializeRequest, argv: list[str] | None = None
+               ) -> dict[str, Any]:
+    """What ``zoo.json`` needs to rebuild the model: ``rebuild`` is the request as it was resolved (the
+    learngene's name and content hash, the strategy and device used), so ``materialize_to_disk(out, **rebuild)``
+    builds it again; ``command`` is the same as a ``zoo materialize`` line."""
 
-    sizes = {k: v for k, v in requested.items() if v is not None}
-    rebuild = {"learngene": job.info.name, **sizes, "strategy": getattr(job.strategy, "name", None),
-               "stats": job.stats, "options": dict(options or {}), "seed": seed, "dtype": dtype,
-               "device": str(job.device)}
-    words = ["zoo", "materialize", "--from", job.info.name]
-    for key, value in sizes.items():
-        words += [f"--{key.replace('_', '-')}", str(value)]
-    words += ["--strategy", str(rebuild["strategy"]), "--stats", job.stats]
-    for key, value in (options or {}).items():
-        words += ["--set", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
-    if seed is not None:
-        words += ["--seed", str(seed)]
-    words += ["--dtype", dtype, "--device", str(job.device)]
-    if job.out_dir is not None:
-        words += ["--out", str(job.out_dir.name)]
     digest = learngene_sha256(reg, job.info.name)
-    rebuild["learngene_sha256"] = digest
-    made = {"zoo_version": __version__, "learngene_sha256": digest, "seed": seed,
-            "dtype": dtype, "options": dict(options or {}), "rebuild": rebuild, "command": shlex.join(words)}
+    built = replace(request, arch=None, learngene=job.info.name, strategy=getattr(job.strategy, "name", None),
+                    device=str(job.device), learngene_sha256=digest)
+    made = {"zoo_version": __version__, "learngene_sha256": digest, "seed": request.seed,
+            "dtype": request.dtype, "options": dict(request.options), "rebuild": built.record(),
+            "command": built.command(job.out_dir)}
     if argv is not None:
         made["argv"] = shlex.join(argv)
     return made
@@ -508,18 +517,13 @@ class _Job:
     together: list[list[str]] = field(default_factory=list)  # genes sharing a parameter (fused q, k, v)
 
 
-def _plan(reg: Registry, arch: str | None, learngene: str | None, requested: dict[str, int | None],
-          dev: torch.device, strategy: str | None, stats: str, out: str | os.PathLike[str] | None,
-          options: dict[str, Any] | None, in_memory: bool = True) -> _Job:
+def _plan(reg: Registry, request: MaterializeRequest, dev: torch.device, out: str | os.PathLike[str] | None,
+          in_memory: bool = True) -> _Job:
     """Everything a materialization needs, checked before any slow work."""
-    info, adapter = pick_learngene(reg, arch, learngene)
-    cat = catalog()
-    transform = cat.transform(info.transform)
-    strategy_obj = bind_strategy(cat, transform, info, strategy)
-    if stats not in STATS_RULES:
-        raise InvalidConfigError(f"unknown statistics rule '{stats}'; valid choices: {', '.join(STATS_RULES)}")
-    config = adapter.target_config(info.source_config, **requested)
-    config = apply_options(adapter, config, options)
+    info, adapter = pick_learngene(reg, request)
+    transform = catalog().transform(info.transform)
+    strategy_obj = request.resize_strategy(transform, info)
+    config = request.target_config(adapter, info.source_config)
     out_dir = check_out(out, reg) if out is not None else None  # before any work: refusing late wastes it
     if in_memory or not assemble.streamable(adapter):
         _check_memory(adapter.parameter_count(config), dev)
@@ -533,22 +537,8 @@ def _plan(reg: Registry, arch: str | None, learngene: str | None, requested: dic
     # genes tuned to the source's last layer stay at their init in a shallower target (see zoo.calibrate)
     reset = [] if getattr(strategy_obj, "keeps_last_layer", False) else depth_calibrated(adapter, records, sizes)
     records = {n: r for n, r in records.items() if n not in skipped and n not in reset}
-    return _Job(info, adapter, transform, strategy_obj, config, records, sizes, skipped, reset, stats, dev, out_dir)
-
-
-def bind_strategy(cat: Any, transform: Any, info: LearngeneInfo, strategy: str | None) -> Any:
-    """The resize strategy for a learngene: the named one (else the transform's default), bound to the
-    learngene's calibration when it needs one; a transform may name the only strategies that fit its basis."""
-    name = strategy or getattr(transform, "default_strategy", "spectral")
-    allowed = getattr(transform, "strategies", None)  # the only ones that can read it at keep < 1
-    if allowed is not None and name not in allowed and any(ratio < 1.0 for ratio in info.keep.values()):
-        raise InvalidConfigError(f"learngene '{info.name}' ({info.transform}) materializes only with --strategy "
-                                 f"{' or '.join(allowed)}; for '{name}' add a dct learngene of the same source")
-    strategy_obj = cat.resize_strategy(name)
-    if getattr(strategy_obj, "needs_calibration", False):
-        calibration = Calibration.from_bytes(info.calibration) if info.calibration else None
-        strategy_obj = strategy_obj.for_learngene(calibration)
-    return strategy_obj
+    return _Job(info, adapter, transform, strategy_obj, config, records, sizes, skipped, reset, request.stats, dev,
+                out_dir)
 
 
 def _genes(job: _Job) -> Iterator[tuple[str, int | None, torch.Tensor]]:

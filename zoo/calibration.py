@@ -178,7 +178,8 @@ def _layer_axes(gene: Gene) -> tuple[str, ...]:
 def _blocks(model: torch.nn.Module, depth: int) -> list[torch.nn.Module]:
     """The model's transformer blocks: the longest ModuleList with one entry per layer."""
     lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == depth]
-    return list(max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))) if lists else []
+    largest: torch.nn.Module | None = max(lists, key=lambda m: sum(p.numel() for p in m.parameters()), default=None)
+    return list(largest) if largest is not None else []
 
 
 class _Recorder:
@@ -188,7 +189,8 @@ class _Recorder:
         self.hidden = torch.zeros(sizes["hidden"], dtype=torch.float64)
         self.inputs: dict[tuple[str, int | None], torch.Tensor] = {}  # mean square per input unit
         self.norms: dict[tuple[str, int | None], torch.Tensor] = {}  # energy per channel at a norm's input
-        self.counts: dict[tuple[str, int | None], int] = defaultdict(int)
+        # samples seen per linear input (name, layer) and per norm input ("norm", name, layer)
+        self.counts: dict[tuple[str, int | None] | tuple[str, str, int | None], int] = defaultdict(int)
         self.influence = torch.zeros(self.depth, dtype=torch.float64)
         self.influence_n = torch.zeros(self.depth, dtype=torch.float64)
 
@@ -232,10 +234,10 @@ def _attach(model: torch.nn.Module, genome: Genome, sizes: Mapping[str, int], re
         elif axes == ("hidden",) and "norm" in type(module).__name__.lower():
             centered = "rms" not in type(module).__name__.lower()
 
-            def pre(mod, args, key=hit, centered=centered):
+            def norm_pre(mod, args, key=hit, centered=centered):
                 if args:
                     rec.norm(key, args[0], centered)
-            handles.append(module.register_forward_pre_hook(pre))
+            handles.append(module.register_forward_pre_hook(norm_pre))
     for layer, block in enumerate(_blocks(model, rec.depth)):
         def post(mod, args, kwargs, out, layer=layer):
             x = args[0] if args else kwargs.get("hidden_states")

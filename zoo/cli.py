@@ -19,6 +19,7 @@ from .errors import UnknownNameError, ZooError
 from .inputs import registry_session
 from .plugin_host import catalog, load_errors, load_plugins, plugin_sources, pm
 from .refine_train import DEFAULT_LAMBDA, DEFAULT_REFINE_KEEP, refine_learngene
+from .request import DEFAULT_SEED, MaterializeRequest
 from .share import artifact_folder, export_learngene, find_artifact, import_learngene
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -366,7 +367,7 @@ def _import(source: str, name: str | None, registry: str | None, link_parent: bo
 @click.option("--overwrite", "--force", "overwrite", is_flag=True,
               help="Replace zoo's earlier output in the default folder (a folder named with --out is replaced "
                    "whenever zoo wrote it).")
-@click.option("--seed", type=int, default=api.DEFAULT_SEED, show_default=True,
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
               help="Seed for the init of parameters no gene covers: the same command gives the same bytes.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]),
               help="Type of the saved weights.")
@@ -396,10 +397,10 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
                                   stats=stats, options=parse_params(options, "--set"), dtype=dtype, seed=seed)
     if like:
         chosen = _like(like, chosen)
-    report = api.materialize_to_disk(
-        out, arch, registry=registry, progress=not quiet, overwrite=overwrite or out is not None,
-        argv=["zoo", *_typed_args()], on_demand=lambda message: click.echo(message, err=True), dry_run=dry_run,
-        **chosen,
+    report = api.materialize_request_to_disk(
+        MaterializeRequest(arch, **chosen), out, registry=registry, progress=not quiet,
+        overwrite=overwrite or out is not None, argv=["zoo", *_typed_args()],
+        on_demand=lambda message: click.echo(message, err=True), dry_run=dry_run,
     )
     if as_json:
         _emit_json(report)
@@ -431,7 +432,7 @@ def materialize_cmd(arch: str | None, learngene_name: str | None, layers: int | 
     click.echo(f"load it with: {report.get('load') or default_load}")
 
 
-# materialize_to_disk's arguments that zoo.json's "rebuild" holds, by the CLI parameter that sets each
+# the fields of zoo.json's "rebuild" record (MaterializeRequest.record), by the CLI parameter that sets each
 LIKE_PARAMS = {"learngene": "learngene_name", "layers": "layers", "hidden": "hidden", "heads": "heads",
                "kv_heads": "kv_heads", "head_dim": "head_dim", "ffn": "ffn", "positions": None, "device": "device",
                "strategy": "strategy", "stats": "stats", "options": "options", "dtype": "dtype", "seed": "seed",

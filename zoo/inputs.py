@@ -43,21 +43,28 @@ def check_name(name: str) -> str:
     return name
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    import torch
-
+def check_device(device: str | torch.device | None) -> str:
+    """The device as text (``None``: auto), refused unless it names one zoo runs on; whether it is there is
+    :func:`resolve_device`'s question."""
     text = str(device or "auto")
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text == "cpu":
-        return torch.device("cpu")
+    if text in DEVICES:
+        return text
     if text.startswith("cuda"):
         if not re.fullmatch(r"cuda(:\d+)?", text):
             raise InvalidConfigError(f"invalid device '{text}'; valid choices: auto, cpu, cuda, cuda:N")
-        if not torch.cuda.is_available():
-            raise InvalidConfigError(f"device '{text}' requested but CUDA is not available here; use --device cpu or auto")
-        return torch.device(text)
+        return text
     raise InvalidConfigError(f"invalid device '{text}'; valid choices: {', '.join(DEVICES)}, cuda:N")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    import torch
+
+    text = check_device(device)
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidConfigError(f"device '{text}' requested but CUDA is not available here; use --device cpu or auto")
+    return torch.device(text)
 
 
 def check_params(transform: Any, params: dict[str, Any] | None) -> dict[str, Any]:

@@ -50,25 +50,32 @@ if TYPE_CHECKING:
 
 __all__ = [
     "check_adapter_round_trip", "check_cli_lists", "check_resize", "check_resize_strategy",
-    "check_transform_inverse", "tiny_model",
+    "check_transform_inverse", "perturb", "tiny_model",
 ]
 
 
 # -- building blocks ----------------------------------------------------------------------------------------------
 def tiny_model(model_factory: Callable[[], Any], seed: int = 0, noise: float = 0.02) -> Any:
-    """``model_factory()`` in eval mode with every parameter nudged by seeded noise.
+    """``model_factory()`` in eval mode with every parameter nudged by seeded noise (:func:`perturb`)."""
+    import torch
+
+    torch.manual_seed(seed)
+    return perturb(model_factory(), noise).eval()
+
+
+def perturb(model: Any, noise: float = 0.02) -> Any:
+    """``model`` with ``noise`` times standard normal noise added to every parameter, in place, drawn from torch's
+    generator as it stands.
 
     A fresh model has all-zero biases and all-one norms; with those, a mapping that swaps two biases would still
     round-trip. The noise makes every parameter distinct, so a wrong mapping cannot pass.
     """
     import torch
 
-    torch.manual_seed(seed)
-    model = model_factory()
     with torch.no_grad():
         for param in model.parameters():
             param.add_(noise * torch.randn_like(param))
-    return model.eval()
+    return model
 
 
 def _config(model: Any) -> dict[str, Any]:

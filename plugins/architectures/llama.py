@@ -1,5 +1,5 @@
-"""Llama-layout decoders (``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``)
-and GGUF sources.
+"""Llama-layout decoders (``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``),
+and the ``resolve_source`` hook that reads GGUF files (:mod:`zoo_plugins.sources.gguf_reader`).
 
 Grouped-query attention gets its own axes. In transformers, query head ``h`` reads key/value head
 ``h // q_per_kv``, i.e. the query heads of one KV group are contiguous. So q's rows are viewed as
@@ -20,21 +20,15 @@ checkpoint has no lm_head gene, and the built model re-ties it.
 from __future__ import annotations
 
 import copy
-import tempfile
-import warnings
 from collections.abc import Mapping
-from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from zoo import hookimpl
 from zoo.adapters import SIZE_OPTIONS, TransformersAdapter, WeightMap, heads_hint
-from zoo.errors import InvalidConfigError, SourceNotFoundError
+from zoo.errors import InvalidConfigError
 from zoo.genes import DEPTH
-from zoo.sources import WEIGHT_PATTERNS, Checkpoint, source_info_asset
-
-if TYPE_CHECKING:
-    import torch
+from zoo.sources import Checkpoint
+from zoo_plugins.sources.gguf_reader import find_gguf, gguf_checkpoint
 
 H, HEADS, KV, QG, HD, FFN = "hidden", "heads", "kv_heads", "q_per_kv", "head_dim", "ffn"
 L = "layers.{i}."
@@ -202,73 +196,8 @@ class Qwen3Adapter(LlamaLayout):
                        WeightMap("attn.k_norm.weight", ATTN + "k_norm.weight", (HD,)))
 
 
-# -- GGUF sources ------------------------------------------------------------------------------------------------
-def find_gguf(source: str) -> Path | None:
-    """The GGUF file ``source`` names: the file itself, or the one ``*.gguf`` in a folder without HF weights."""
-    path = Path(source).expanduser()
-    if path.is_file():
-        return path if path.suffix.lower() == ".gguf" else None
-    if not path.is_dir() or any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
-        return None
-    found = sorted(path.glob("*.gguf"))
-    if len(found) > 1:
-        raise InvalidConfigError(f"folder '{source}' holds several GGUF files ({', '.join(f.name for f in found)}); "
-                                 f"pass one of them")
-    return found[0] if found else None
-
-
-def _load_gguf(folder: Path, filename: str) -> dict[str, torch.Tensor]:
-    import torch
-
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)  # dequantizes
-    return dict(model.state_dict())
-
-
-def _gguf_tokenizer_files(folder: Path, filename: str) -> dict[str, bytes]:
-    """The GGUF's tokenizer as HF files, so materialized folders come with a tokenizer."""
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
-    except Exception as exc:  # the weights are still usable without one
-        warnings.warn(f"no tokenizer read from {filename} ({exc}); materialized models will have none", stacklevel=2)
-        return {}
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer.save_pretrained(tmp)
-        return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
-
-
-def gguf_checkpoint(path: Path, ref: str) -> Checkpoint:
-    from transformers import AutoConfig
-
-    folder, filename = path.parent, path.name
-    try:
-        config = AutoConfig.from_pretrained(folder, gguf_file=filename).to_dict()
-    except (ValueError, KeyError) as exc:  # an architecture transformers cannot read from GGUF
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SourceNotFoundError(f"transformers cannot read GGUF file '{ref}': {reason}") from None
-    config = {k: v for k, v in config.items() if not k.startswith("_")}  # local paths and GGUF names
-    assets = {**_gguf_tokenizer_files(folder, filename), **source_info_asset(_gguf_info(path))}
-    # named after the file (SmolLM2-135M.Q4_1.gguf -> smollm2-135m.q4_1), not the folder it sits in
-    return Checkpoint(ref, folder, config, [path], assets=assets, loader=partial(_load_gguf, folder, filename),
-                      default_name=path.stem)
-
-
-def _gguf_info(path: Path) -> dict[str, Any]:
-    """What the GGUF declares about itself (``general.license``) for the materialized model's card."""
-    try:
-        from gguf import GGUFReader
-
-        field = GGUFReader(str(path)).fields.get("general.license")
-        return {"license": field.contents()} if field is not None else {}
-    except Exception:  # noqa: BLE001 - metadata is a nicety: a file transformers reads must not fail on it
-        return {}
-
-
 @hookimpl
-def resolve_source(source: str) -> Checkpoint | None:
+def resolve_source(source: str) -> Checkpoint | None:  # GGUF files (of any family transformers reads from GGUF)
     path = find_gguf(source)
     return gguf_checkpoint(path, source) if path is not None else None
 

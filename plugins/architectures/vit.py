@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from zoo import hookimpl
 from zoo.adapters import TransformersAdapter
 from zoo.errors import InvalidConfigError
+from zoo_plugins.sources import timm_reader
 
 from . import vit_hf, vit_timm
 from .vit_common import ViTSpec, pair
@@ -141,4 +142,4 @@ def register_architectures(register):
 
 @hookimpl
 def resolve_source(source):
-    return vit_timm.resolve(source)
+    return timm_reader.resolve(source)

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 class Wavelet:
     name = "wavelet"
     description = "wavelet steps per axis (approximation down, zero-detail inverse up), DCT bridge for the rest"
+    # each axis's operator depends on that axis's lengths alone, so zoo may resize depth first and stream the target
+    # layer by layer; only float rounding differs from the whole-gene order (tests/test_dwt.py compares them)
+    separable = True
 
     def resize(self, coeffs: torch.Tensor, axes: Sequence[str], target_shape: Sequence[int], transform: Transform,
                params: Mapping[str, Any]) -> torch.Tensor:

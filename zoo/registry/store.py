@@ -285,7 +285,7 @@ class Registry:
         """Migrate to this zoo's schema (``zoo db upgrade``); refuses a registry from a newer zoo."""
         current, _tables = self._schema_state()
         head = self._script().get_current_head()
-        if current not in {rev.revision for rev in self._script().walk_revisions()} | {None}:
+        if current is not None and current not in {rev.revision for rev in self._script().walk_revisions()}:
             self._refuse(current, head)
         self._migrate(only_if_new=False)
 
@@ -536,11 +536,13 @@ class Registry:
         SQLite file's size before and after (None, None for a server)."""
         self.check_writable("cannot vacuum")
 
-        def size() -> int:
-            wal = self.path.with_name(self.path.name + "-wal")
-            return self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+        def size(path: Path | None) -> int | None:  # a server has no file
+            if path is None:
+                return None
+            wal = path.with_name(path.name + "-wal")
+            return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
-        before = size() if self.path else None
+        before = size(self.path)
         try:
             with self.engine.connect() as conn:
                 raw = conn.connection.driver_connection  # VACUUM cannot run inside a transaction
@@ -554,7 +556,7 @@ class Registry:
                         raw.execute(f"VACUUM {table}")
         except DBAPIError as exc:
             raise self._error(exc, "cannot vacuum") from exc
-        return before, size() if self.path else None
+        return before, size(self.path)
 
     def remove(self, name: str) -> None:
         def work(session: Session) -> None:

@@ -15,7 +15,7 @@ def now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def sha256(data: bytes) -> str:
+def sha256(data: bytes | bytearray | memoryview) -> str:  # any buffer hashlib reads
     return hashlib.sha256(data).hexdigest()
 
 
