@@ -402,3 +402,22 @@ def test_lazy_registry_records_read_the_same_tensors(gpt2_dir, tmp_path):
             loaded = lazy[name].loaded()
             assert lazy[name].axes == record.axes and lazy[name].source_shape == record.source_shape
             assert torch.equal(loaded.coeffs, record.coeffs) and torch.equal(loaded.std, record.std)
+
+
+def test_buffer_loader_gives_views_of_what_safetensors_wrote_and_refuses_what_it_would(tmp_path):
+    from safetensors.torch import save
+
+    from zoo.safetensors_io import load_buffer
+
+    tensors = _tensors()
+    data = bytearray(save(tensors))
+    got = load_buffer(data)
+    assert sorted(got) == sorted(tensors)
+    for key, want in tensors.items():
+        assert got[key].dtype == want.dtype and got[key].shape == want.shape and torch.equal(got[key], want), key
+    got["f32"].add_(1)  # views, not copies: the buffer changed with the tensor
+    assert torch.equal(load_buffer(data)["f32"], tensors["f32"] + 1)
+    good = bytes(save(tensors))
+    for bad in (good[:-4], good + b"\0" * 8, good[:6], struct.pack("<Q", 2**40) + b"{}"):
+        with pytest.raises(ValueError):
+            load_buffer(bytearray(bad))
