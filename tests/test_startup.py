@@ -70,20 +70,15 @@ def test_the_listing_sees_torch_when_it_is_imported(tmp_path):
     assert heavy(imported(tmp_path, "import zoo.plugin_host, torch"))
 
 
-def _gpt2_registry(tmp_path: Path) -> None:
+def _gpt2_registry(tmp_path: Path, perturbed_checkpoint) -> None:
     """A registry with a keep-1 learngene of a tiny GPT-2, where :func:`imported` looks for one."""
-    import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     import zoo
 
-    torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=16))
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param) * 0.05)
-    model.save_pretrained(tmp_path / "src")
-    zoo.add_learngene(str(tmp_path / "src"), name="g", calibrate="none", registry=tmp_path / "registry.db")
+    source = perturbed_checkpoint(model, "gpt2", seed=0)
+    zoo.add_learngene(str(source), name="g", calibrate="none", registry=tmp_path / "registry.db")
 
 
 MODEL_CLASS = ("transformers.modeling_utils", "transformers.models.gpt2.modeling_gpt2")
@@ -91,9 +86,9 @@ UNDECLARED = "import zoo_plugins.architectures.gpt2 as gpt2; gpt2.GPT2Adapter.cl
 
 
 @pytest.mark.parametrize("declared", [True, False])
-def test_materializing_a_declared_family_does_not_import_its_model_class(tmp_path, declared):
+def test_materializing_a_declared_family_does_not_import_its_model_class(tmp_path, perturbed_checkpoint, declared):
     # most of transformers' import cost is the model class; GPT-2 declares its layout (zoo.adapters.ClassLayout)
-    _gpt2_registry(tmp_path)
+    _gpt2_registry(tmp_path, perturbed_checkpoint)
     modules = imported(tmp_path, ("" if declared else UNDECLARED) + RUN_CLI, "materialize", "--from", "g", "--out",
                        str(tmp_path / "out"), "--device", "cpu", "--quiet")
     assert (tmp_path / "out" / "model.safetensors").is_file()
