@@ -68,3 +68,28 @@ def test_tab_completion_loads_no_torch(tmp_path):
 def test_the_listing_sees_torch_when_it_is_imported(tmp_path):
     # otherwise every check above would pass however much was imported
     assert heavy(imported(tmp_path, "import zoo.plugin_host, torch"))
+
+
+def _gpt2_registry(tmp_path: Path, perturbed_checkpoint) -> None:
+    """A registry with a keep-1 learngene of a tiny GPT-2, where :func:`imported` looks for one."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    import zoo
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=16))
+    source = perturbed_checkpoint(model, "gpt2", seed=0)
+    zoo.add_learngene(str(source), name="g", calibrate="none", registry=tmp_path / "registry.db")
+
+
+MODEL_CLASS = ("transformers.modeling_utils", "transformers.models.gpt2.modeling_gpt2")
+UNDECLARED = "import zoo_plugins.architectures.gpt2 as gpt2; gpt2.GPT2Adapter.class_layout = None\n"
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_materializing_a_declared_family_does_not_import_its_model_class(tmp_path, perturbed_checkpoint, declared):
+    # most of transformers' import cost is the model class; GPT-2 declares its layout (zoo.adapters.ClassLayout)
+    _gpt2_registry(tmp_path, perturbed_checkpoint)
+    modules = imported(tmp_path, ("" if declared else UNDECLARED) + RUN_CLI, "materialize", "--from", "g", "--out",
+                       str(tmp_path / "out"), "--device", "cpu", "--quiet")
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert (set(MODEL_CLASS) & modules == set()) is declared  # without the declaration the class is imported

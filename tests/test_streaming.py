@@ -402,3 +402,76 @@ def test_lazy_registry_records_read_the_same_tensors(gpt2_dir, tmp_path):
             loaded = lazy[name].loaded()
             assert lazy[name].axes == record.axes and lazy[name].source_shape == record.source_shape
             assert torch.equal(loaded.coeffs, record.coeffs) and torch.equal(loaded.std, record.std)
+
+
+def test_buffer_loader_gives_views_of_what_safetensors_wrote_and_refuses_what_it_would(tmp_path):
+    from safetensors.torch import save
+
+    from zoo.safetensors_io import load_buffer
+
+    tensors = _tensors()
+    data = bytearray(save(tensors))
+    got = load_buffer(data)
+    assert sorted(got) == sorted(tensors)
+    for key, want in tensors.items():
+        assert got[key].dtype == want.dtype and got[key].shape == want.shape and torch.equal(got[key], want), key
+    got["f32"].add_(1)  # views, not copies: the buffer changed with the tensor
+    assert torch.equal(load_buffer(data)["f32"], tensors["f32"] + 1)
+    good = bytes(save(tensors))
+    for bad in (good[:-4], good + b"\0" * 8, good[:6], struct.pack("<Q", 2**40) + b"{}"):
+        with pytest.raises(ValueError):
+            load_buffer(bytearray(bad))
+
+
+def _layout_facts(layout) -> tuple:
+    """Everything a written folder takes from a layout: entries in order, saved names, parameters, class, configs."""
+    from zoo import assemble
+
+    generation = layout.generation_config
+    return ([(key, tuple(t.shape), t.dtype) for key, t in layout.params.items()], assemble.saved_names(layout.params),
+            layout.parameters, layout.parameter_count, layout.class_name, layout.config.to_json_string(),
+            None if generation is None else generation.to_json_string())
+
+
+@pytest.mark.parametrize("sizes", [{}, dict(layers=6, hidden=48, heads=3), dict(layers=1, ffn=40)])
+def test_declared_layouts_are_their_classes_own(gpt2_dir, sizes):
+    from zoo import assemble
+
+    sources = {"gpt2": gpt2_dir}  # a family that declares its class layout needs a tiny source here
+    declaring = [a for a in catalog().architectures.values() if getattr(a.obj, "class_layout", None) is not None]
+    assert {a.obj.name for a in declaring} == set(sources)
+    for adapter in (a.obj for a in declaring):
+        config = adapter.target_config(json.loads((sources[adapter.name] / "config.json").read_text()), **sizes)
+        genes = [wm.gene for wm in adapter.weights]
+        declared = assemble.declared_layout(adapter, config, genes)
+        assert declared is not None and declared.model is None
+        assert _layout_facts(declared) == _layout_facts(assemble.Layout.of(assemble.construct(adapter, config, "meta")))
+        assert assemble.uncovered(declared, {p.key for ps in assemble.plan(
+            adapter, config, declared.params, genes).values() for p in ps}) == []
+
+
+def test_a_layout_is_declared_only_where_it_is_all_of_the_class(gpt2_dir, llama_dir):
+    from zoo import assemble
+
+    gpt2, llama = catalog().architecture("gpt2"), catalog().architecture("llama")
+    config = gpt2.target_config(json.loads((gpt2_dir / "config.json").read_text()))
+    genes = [wm.gene for wm in gpt2.weights]
+    assert assemble.declared_layout(gpt2, config, genes) is not None
+    assert assemble.declared_layout(gpt2, config, genes[:-1]) is None  # a parameter without a gene
+    assert assemble.declared_layout(gpt2, {**config, "tie_word_embeddings": False}, genes) is None
+    classifier = {**config, "architectures": ["GPT2ForSequenceClassification"]}
+    assert assemble.declared_layout(gpt2, classifier, genes) is None
+    assert assemble.layout(gpt2, classifier, genes).class_name == "GPT2ForSequenceClassification"
+    llama_config = llama.target_config(json.loads((llama_dir / "config.json").read_text()))
+    assert assemble.declared_layout(llama, llama_config, [wm.gene for wm in llama.weights]) is None
+
+
+def test_a_declared_layout_writes_the_folder_the_class_writes(gpt2_dir, tmp_path, monkeypatch):
+    registry = _registry_with(gpt2_dir, tmp_path, keep=1.0)
+    declared = zoo.materialize_to_disk(tmp_path / "declared", learngene="src", registry=registry, device="cpu")
+    monkeypatch.setattr(type(catalog().architecture("gpt2")), "class_layout", None)
+    built = zoo.materialize_to_disk(tmp_path / "class", learngene="src", registry=registry, device="cpu")
+    for name in ("model.safetensors", "config.json", "generation_config.json"):
+        assert (tmp_path / "declared" / name).read_bytes() == (tmp_path / "class" / name).read_bytes(), name
+    drop = ("out", "name", "command", "argv", "rebuild")
+    assert {k: v for k, v in declared.items() if k not in drop} == {k: v for k, v in built.items() if k not in drop}

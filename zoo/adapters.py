@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from . import assemble
@@ -48,7 +48,8 @@ class ArchitectureAdapter(Protocol):
     Declared capabilities (off when absent): ``lazy_read``: extraction calls ``gene_groups(state, config)``
     instead of ``to_genome``; ``streamable``: models are built by ``build_from`` and written to disk through the
     weight maps (``weights``, ``template_key``, ``model_class``, ``hf_config``) instead of by ``build`` and
-    ``save``.
+    ``save``; ``class_layout`` (a :class:`ClassLayout`): a streamed folder is written without importing the model
+    class, when the genes fill every parameter.
     """
 
     name: str
@@ -104,6 +105,19 @@ class WeightMap:
     @property
     def per_layer(self) -> bool:
         return "{i}" in self.key
+
+
+@dataclass(frozen=True)
+class ClassLayout:
+    """A declaration that a family's default architecture holds exactly its weight maps, in their order, and
+    nothing else: keys under ``prefix``, ``tied`` names (alias -> the state-dict key it shares, as transformers'
+    ``_tied_weights_keys`` lists them) when the config ties embeddings, and whether the class generates text
+    (its folder then has a generation config). :func:`zoo.assemble.declared_layout` builds the layout from it, so
+    a folder is written without importing the model class; tests/test_streaming.py checks it against the class."""
+
+    prefix: str = ""
+    tied: Mapping[str, str] = field(default_factory=dict)
+    generates: bool = False
 
 
 class _Held:
@@ -170,6 +184,8 @@ class TransformersAdapter:
     # ``streamable = False``.
     lazy_read: ClassVar[bool] = True  # extraction reads the checkpoint through gene_groups, a tensor at a time
     streamable: ClassVar[bool] = True  # models are built gene by gene (build_from), to disk straight into files
+    # the default architecture's state dict, declared (see ClassLayout); None: read off the class
+    class_layout: ClassVar[ClassLayout | None] = None
     target_options: ClassVar[dict[str, str]] = {
         "architecture": "the transformers class written, e.g. BertForMaskedLM or LlamaForSequenceClassification "
                         "[default: the source's]",

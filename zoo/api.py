@@ -381,8 +381,8 @@ def materialize_request_to_disk(request: MaterializeRequest, out: str | os.PathL
             save(model, job.adapter, job.out_dir, assets, model.zoo_report)
             model.zoo_report["out"] = str(job.out_dir)
             return model.zoo_report
-        layout = assemble.construct(job.adapter, job.config, "meta")
-        placements = assemble.plan(job.adapter, job.config, layout.state_dict(keep_vars=True), job.records)
+        layout = assemble.layout(job.adapter, job.config, job.records)
+        placements = assemble.plan(job.adapter, job.config, layout.params, job.records)
         unplaced = sorted(set(job.records) - set(placements))  # genes the chosen model class has no place for
         job.skipped = sorted(job.skipped + unplaced)
         job.records = {n: r for n, r in job.records.items() if n not in unplaced}
@@ -391,7 +391,7 @@ def materialize_request_to_disk(request: MaterializeRequest, out: str | os.PathL
         starts = assemble.absent_starts(job.adapter, job.config, layout, covered)
         with seeded(seed, dev):
             fresh = assemble.init_fresh(layout, covered, starts)
-        report = _report(job, type(layout).__name__, sum(p.numel() for p in layout.parameters()), fresh, starts)
+        report = _report(job, layout.class_name, layout.parameter_count, fresh, starts)
         report.update(made)
 
         def write(folder: Path) -> None:
@@ -486,12 +486,12 @@ def _dry_run(job: _Job, made: dict[str, Any], dtype: str) -> dict[str, Any]:
     params, model_class, fresh = job.adapter.parameter_count(job.config), "?", None
     starts: dict[str, str] = {}
     if assemble.streamable(job.adapter):
-        layout = assemble.construct(job.adapter, job.config, "meta")
-        placements = assemble.plan(job.adapter, job.config, layout.state_dict(keep_vars=True), job.records)
+        layout = assemble.layout(job.adapter, job.config, job.records)
+        placements = assemble.plan(job.adapter, job.config, layout.params, job.records)
         covered = {p.key for places in placements.values() for p in places}
         fresh = sorted(assemble.uncovered(layout, covered))
         starts = assemble.absent_starts(job.adapter, job.config, layout, covered)
-        params, model_class = sum(p.numel() for p in layout.parameters()), type(layout).__name__
+        params, model_class = layout.parameter_count, layout.class_name
     report = _report(job, model_class, params, fresh or [], starts)
     report.update(made, dry_run=True, out=str(job.out_dir), genes=genes,
                   disk_bytes=params * STORAGE_DTYPES[dtype].itemsize)

@@ -49,6 +49,91 @@ def _no_init() -> Any:
     return no_init_weights()
 
 
+@dataclass
+class Layout:
+    """What writing a model's folder needs from its class: the state dict's tensors in the class's order (tied names
+    share one tensor; on ``meta`` until made real), the names of its parameters (each once, as
+    ``named_parameters`` gives them), the config it is saved with, the class's name, its generation config (None
+    when it does not generate), and the model itself when one was constructed (:func:`layout`)."""
+
+    params: dict[str, torch.Tensor]
+    parameters: list[str]
+    config: Any
+    class_name: str
+    generation_config: Any = None
+    model: torch.nn.Module | None = None
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> Layout:
+        generation = getattr(model, "generation_config", None)
+        generates = generation is not None and model.can_generate()  # type: ignore[operator]
+        return cls(model.state_dict(keep_vars=True), [name for name, _ in model.named_parameters()],
+                   getattr(model, "config", None), type(model).__name__, generation if generates else None, model)
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(self.params[name].numel() for name in self.parameters)
+
+
+def layout(adapter: Any, config: Mapping[str, Any], genes: Iterable[str]) -> Layout:
+    """The target's layout, for writing it gene by gene: the one the adapter declares (its ``class_layout``) when
+    that is all of it and ``genes`` fill every parameter, so the model class is never imported; else the
+    class's own, constructed on ``meta``."""
+    return declared_layout(adapter, config, genes) or Layout.of(construct(adapter, config, "meta"))
+
+
+def declared_layout(adapter: Any, config: Mapping[str, Any], genes: Iterable[str]) -> Layout | None:
+    """The layout an adapter's ``class_layout`` declares for its default architecture: the weight maps' keys in
+    their order (per-layer ones once per layer, between the maps listed before and after them) under the declared
+    prefix, each a ``[outputs, inputs]`` matrix (transposed for Conv1D) or a vector, plus the tied names. None when
+    it does not apply: no declaration, another class named by the config, untied embeddings, or a weight map
+    without a gene in ``genes`` (a parameter to initialize, which needs the class)."""
+    spec = getattr(adapter, "class_layout", None)
+    named = config.get("architectures") or [adapter.default_architecture]  # the class model_class would pick
+    if spec is None or named[0] != adapter.default_architecture:
+        return None
+    present = set(genes)
+    if any(wm.gene not in present for wm in adapter.weights):
+        return None
+    hf_config = adapter.hf_config(config)
+    if spec.tied and not getattr(hf_config, "tie_word_embeddings", True):
+        return None
+    import torch
+
+    sizes = adapter.sizes(config)
+    rows: dict[str, list[int]] = {}  # key template -> [output rows, inputs...] in row form, summed over fused parts
+    transposed: dict[str, bool] = {}
+    before: list[str] = []
+    per_layer: list[str] = []
+    after: list[str] = []
+    for wm in adapter.weights:
+        shape = shape_for(wm.axes, sizes)
+        # a weight with two or more axes is a matrix (Linear, Conv1D, Embedding); biases and norms are vectors
+        inputs = max(wm.inputs, 1) if wm.key.endswith("weight") and len(shape) >= 2 else 0
+        cut = len(shape) - inputs
+        part = [math.prod(shape[:cut]), math.prod(shape[cut:])] if inputs else [math.prod(shape)]
+        if wm.key in rows:  # another part of a fused parameter: more output rows
+            rows[wm.key][0] += part[0]
+            continue
+        rows[wm.key], transposed[wm.key] = part, wm.transposed and len(part) == 2
+        (per_layer if wm.per_layer else after if per_layer else before).append(wm.key)
+    keys = [*((k, k) for k in before), *((k.format(i=i), k) for i in range(sizes[DEPTH]) for k in per_layer),
+            *((k, k) for k in after)]
+    params: dict[str, torch.Tensor] = {}
+    for key, template in keys:
+        params[spec.prefix + key] = torch.empty(rows[template][::-1] if transposed[template] else rows[template],
+                                                device="meta")
+    names = list(params)
+    for alias, source in spec.tied.items():
+        params[alias] = params[source]
+    generation = None
+    if spec.generates:
+        from transformers import GenerationConfig
+
+        generation = GenerationConfig.from_model_config(hf_config)
+    return Layout(params, names, hf_config, adapter.default_architecture, generation)
+
+
 def construct(adapter: Any, config: Mapping[str, Any], device: Any) -> torch.nn.Module:
     """The family's model for ``config`` with parameters allocated but not initialized (on ``meta``: not even
     allocated, which is all a layout needs)."""
@@ -154,21 +239,24 @@ def _rows_view(dest: torch.Tensor, place: Placement) -> torch.Tensor:
     return view.narrow(0, place.start, place.rows)
 
 
-def uncovered(model: torch.nn.Module, covered: set[str]) -> list[str]:
-    """The parameters of ``model`` (possibly on ``meta``) that none of the ``covered`` state-dict keys fill (a tied
-    parameter is covered through any of its names)."""
-    params = model.state_dict(keep_vars=True)
+def uncovered(model: torch.nn.Module | Layout, covered: set[str]) -> list[str]:
+    """The parameters of ``model`` (possibly on ``meta``, or its layout) that none of the ``covered`` state-dict
+    keys fill (a tied parameter is covered through any of its names)."""
+    if isinstance(model, Layout):
+        params, names = model.params, model.parameters
+    else:
+        params, names = model.state_dict(keep_vars=True), [name for name, _ in model.named_parameters()]
     covered_ids = {id(params[key]) for key in covered}
-    return [name for name, p in model.named_parameters() if id(p) not in covered_ids]
+    return [name for name in names if id(params[name]) not in covered_ids]
 
 
-def absent_starts(adapter: Any, config: Mapping[str, Any], model: torch.nn.Module,
+def absent_starts(adapter: Any, config: Mapping[str, Any], model: torch.nn.Module | Layout,
                   covered: set[str]) -> dict[str, str]:
     """The parameters no gene covers whose weight map says how they start (``WeightMap.absent``), by state-dict
     key. Only when some gene is covered: a model built from no learngene at all is the family's random init."""
     if not covered:
         return {}
-    params = model.state_dict(keep_vars=True)
+    params = model.params if isinstance(model, Layout) else model.state_dict(keep_vars=True)
     depth = adapter.sizes(config).get(DEPTH, 1)
     out: dict[str, str] = {}
     for wm in getattr(adapter, "weights", ()):
@@ -212,8 +300,10 @@ def _materialize_own(model: torch.nn.Module, module: torch.nn.Module) -> None:
                 setattr(other, attr, renamed[id(p)])
 
 
-def init_fresh(model: torch.nn.Module, covered: set[str], starts: Mapping[str, str] | None = None) -> list[str]:
-    """Give the parameters no gene covers the family's own init, and nothing else; returns their names.
+def init_fresh(model: torch.nn.Module | Layout, covered: set[str], starts: Mapping[str, str] | None = None
+               ) -> list[str]:
+    """Give the parameters no gene covers the family's own init, and nothing else; returns their names. ``model``
+    may be a layout: a declared one has none (:func:`declared_layout`), else its model's are initialized.
 
     ``reset_parameters`` (torch's default) then ``_init_weights`` of the nearest ``PreTrainedModel``, on the
     modules holding fresh parameters and their ancestors (GPT-2's scaled ``c_proj`` init lives in the parent's
@@ -221,11 +311,15 @@ def init_fresh(model: torch.nn.Module, covered: set[str], starts: Mapping[str, s
     harmless: genes are written afterwards. Sorted, so the order never depends on ``PYTHONHASHSEED``. Then the
     fresh parameters named in ``starts`` (:func:`absent_starts`) start as it says instead.
     """
-    from transformers import PreTrainedModel
-
     fresh = uncovered(model, covered)
     if not fresh:
         return []
+    if isinstance(model, Layout):
+        if model.model is None:  # declared_layout applies only where the genes fill every parameter
+            raise InvalidConfigError(f"'{fresh[0]}' has no gene and no model class to initialize it")
+        model = model.model
+    from transformers import PreTrainedModel
+
     modules = dict(model.named_modules())
     owners = sorted({name.rpartition(".")[0] for name in fresh})
     for name in owners:
@@ -276,18 +370,21 @@ def saved_names(params: Mapping[str, torch.Tensor]) -> dict[str, str]:
     return {key: first.setdefault(id(value), key) for key, value in params.items()}
 
 
-def write_pretrained(model: torch.nn.Module, placements: Mapping[str, list[Placement]],
-                     genes: Iterable[tuple[str, int | None, torch.Tensor]], out_dir: Path, dtype: torch.dtype | None = None,
+def write_pretrained(model: torch.nn.Module | Layout, placements: Mapping[str, list[Placement]],
+                     genes: Iterable[tuple[str, int | None, torch.Tensor]], out_dir: Path,
+                     dtype: torch.dtype | None = None,
                      shard_bytes: int = DEFAULT_SHARD_BYTES,
                      progress: Callable[[str], None] | None = None) -> list[str]:
-    """Write ``model`` (a ``meta`` layout whose fresh parameters are real) as a ``from_pretrained`` folder, taking
-    genes as they arrive. Returns the files written. Sharded like ``save_pretrained`` above ``shard_bytes``.
-    ``dtype``: of the floating-point weights written (None: float32)."""
+    """Write ``model`` (a model, or its :class:`Layout`, on ``meta`` but for its fresh parameters) as a
+    ``from_pretrained`` folder, taking genes as they arrive. Returns the files written. Sharded like
+    ``save_pretrained`` above ``shard_bytes``. ``dtype``: of the floating-point weights written (None: float32)."""
     import torch
 
     dtype = torch.float32 if dtype is None else dtype
 
-    params = model.state_dict(keep_vars=True)
+    described = model if isinstance(model, Layout) else Layout.of(model)
+    # the model's tensors as they are now: its fresh parameters may have been made real since its layout was read
+    params = described.model.state_dict(keep_vars=True) if described.model is not None else described.params
     canonical = saved_names(params)  # a tied duplicate is written under its saved name
     keys = list(dict.fromkeys(canonical.values()))
     item = torch.empty((), dtype=dtype).element_size()
@@ -307,8 +404,8 @@ def write_pretrained(model: torch.nn.Module, placements: Mapping[str, list[Place
     file_of = {}
     try:
         for name, shard in zip(names, shards):
-            layout = {key: (stored[key], tuple(params[key].shape)) for key in shard}
-            writers[name] = SafetensorsWriter(out_dir / name, layout, {"format": "pt"})
+            entries = {key: (stored[key], tuple(params[key].shape)) for key in shard}
+            writers[name] = SafetensorsWriter(out_dir / name, entries, {"format": "pt"})
             file_of.update(dict.fromkeys(shard, name))
         # a parameter whose pieces come from several genes is assembled in a buffer, written once complete
         remaining: dict[str, int] = defaultdict(int)
@@ -348,15 +445,14 @@ def write_pretrained(model: torch.nn.Module, placements: Mapping[str, list[Place
                        "weight_map": {key: file_of[key] for key in keys}}
         (out_dir / "model.safetensors.index.json").write_text(json.dumps(shard_index, indent=2) + "\n")
         files.append("model.safetensors.index.json")
-    config = model.config
-    config.architectures = [type(model).__name__]  # as save_pretrained records it
+    config = described.config
+    config.architectures = [described.class_name]  # as save_pretrained records it
     if dtype != torch.float32:
         config.dtype = dtype
     config.save_pretrained(out_dir)
     files.append("config.json")
-    generation = getattr(model, "generation_config", None)
-    if generation is not None and model.can_generate():
-        generation.save_pretrained(out_dir)
+    if described.generation_config is not None:
+        described.generation_config.save_pretrained(out_dir)
         files.append("generation_config.json")
     return files
 
@@ -368,5 +464,5 @@ def streamable(adapter: Any) -> bool:
     return bool(getattr(adapter, "streamable", False))
 
 
-__all__ = ["Placement", "absent_starts", "construct", "fill", "init_fresh", "plan", "saved_names", "streamable", "uncovered",
-           "write_pretrained"]
+__all__ = ["Layout", "Placement", "absent_starts", "construct", "declared_layout", "fill", "init_fresh", "layout",
+           "plan", "saved_names", "streamable", "uncovered", "write_pretrained"]

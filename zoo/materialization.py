@@ -120,12 +120,15 @@ def materialize_stream(records: Mapping[str, GeneRecord], sizes: Mapping[str, in
             release_memory()  # the previous group's blocks are gone: give their memory back
             blocks = {}
             for name in group:
-                record = records[name].loaded()  # here, on the consumer's thread: a lazy record reads its tensors
+                record = records[name]
                 target_shape = _target_shape(name, record, sizes)
                 if not (record.stacked and layerwise):
+                    # a lazy record reads its tensors in the task (materialize_gene loads it), on a worker: reading
+                    # and checking the next genes overlaps the consumer's writing of this one
                     yield lambda name=name, record=record, shape=target_shape: (  # type: ignore[misc]
                         name, None, materialize_gene(record, shape, transform, strategy, params, stats))
                     continue
+                record = record.loaded()  # its depth is resized here, on the consumer's thread, before its layers
                 with torch.no_grad():  # depth first, on the small coefficient block
                     coeffs = transform.synthesize(record.coeffs.to(torch.float32), 0, target_shape[0], **params)
                 blocks[name] = (record, target_shape, coeffs, *_target_stats(record, target_shape, stats))

@@ -113,6 +113,44 @@ class SafetensorsReader(Mapping[str, "torch.Tensor"]):
         return key in self._where
 
 
+def load_buffer(buffer: bytearray) -> dict[str, torch.Tensor]:
+    """The tensors of a whole safetensors file held in ``buffer``, as views of its memory (no copy; they keep it
+    alive). Checked as the reference loader checks: a header that parses, known dtypes, and tensors whose byte
+    ranges match their shapes and tile the data section exactly. Raises ValueError otherwise."""
+    import torch
+
+    if len(buffer) < 8:
+        raise ValueError("too short to be safetensors")
+    (size,) = struct.unpack_from("<Q", buffer)
+    if size > MAX_HEADER or 8 + size > len(buffer):
+        raise ValueError(f"a {size}-byte header in {len(buffer)} bytes")
+    entries = json.loads(bytes(buffer[8:8 + size]))
+    if not isinstance(entries, dict):
+        raise ValueError("the header is not a JSON object")
+    base, end = 8 + size, 0
+    tensors = {}
+    for key, entry in sorted(((k, v) for k, v in entries.items() if k != "__metadata__"),
+                             key=lambda kv: kv[1]["data_offsets"][0]):
+        begin, stop = entry["data_offsets"]
+        dtype = DTYPES[entry["dtype"]]
+        shape = [int(n) for n in entry["shape"]]
+        itemsize = _item_size(dtype)
+        if begin != end or stop - begin != math.prod(shape) * itemsize or base + stop > len(buffer):
+            raise ValueError(f"tensor '{key}' has bytes {begin}:{stop}, which do not fit its shape {shape} or "
+                             f"follow the previous tensor")
+        end, offset, count = stop, base + begin, math.prod(shape)
+        if not count:
+            tensors[key] = torch.empty(shape, dtype=dtype)
+            continue
+        # an unaligned tensor gets memory of its own (a copy is aligned): torch kernels assume aligned elements
+        source = buffer if offset % itemsize == 0 else bytearray(buffer[offset:base + stop])
+        tensors[key] = torch.frombuffer(source, dtype=dtype, count=count,
+                                        offset=offset if source is buffer else 0).view(shape)
+    if base + end != len(buffer):
+        raise ValueError(f"{len(buffer) - base - end} bytes after the last tensor")
+    return tensors
+
+
 def header(layout: Mapping[str, tuple[torch.dtype, Sequence[int]]], metadata: Mapping[str, str] | None = None
            ) -> tuple[bytes, dict[str, tuple[int, int]]]:
     """The 8-byte length plus JSON header of a safetensors file with this layout, and each tensor's

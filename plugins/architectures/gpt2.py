@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from zoo import hookimpl
-from zoo.adapters import TransformersAdapter, WeightMap
+from zoo.adapters import ClassLayout, TransformersAdapter, WeightMap
 
 H, HEADS, HD, FFN = "hidden", "heads", "head_dim", "ffn"
 L = "h.{i}."
@@ -34,6 +34,8 @@ class GPT2Adapter(TransformersAdapter):
     }
     key_prefixes = ("transformer.",)
     default_architecture = "GPT2LMHeadModel"
+    # GPT2LMHeadModel is these weights in this order under "transformer.", and lm_head tied to wte
+    class_layout = ClassLayout("transformer.", {"lm_head.weight": "transformer.wte.weight"}, generates=True)
     weights = (
         WeightMap("embed.tokens", "wte.weight", ("vocab", H)),
         WeightMap("embed.positions", "wpe.weight", ("positions", H)),

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import RegistryError
 from ..genes import GeneRecord
-from ..safetensors_io import header, raw_bytes
+from ..safetensors_io import header, load_buffer, raw_bytes
 from .entities import LearngeneInfo
 from .models import SqlGene, SqlLearngene
 from .sharing import find_owner
@@ -111,14 +111,40 @@ def gene_parts(record: GeneRecord) -> tuple[dict[str, Any], list[memoryview]]:
     return columns, parts
 
 
-def decode_gene(data: bytes, expected_sha256: str, name: str, gene: str) -> dict[str, torch.Tensor]:
-    """A stored gene's tensors, after checking its bytes against the recorded sha256."""
+BLOB_CHUNK = 8 * 2**20  # read a SQLite blob in pieces this big: each is hashed while it is still in cache
+
+
+def read_blob(session: Session, row_id: int) -> tuple[bytearray, str]:
+    """SQLite only: the ``data`` of gene row ``row_id`` and its sha256, computed while reading.
+
+    One pass over the bytes instead of three (fetch, hash, decode copy), with the GIL released while SQLite reads;
+    the buffer is writable, so :func:`decode_gene` can hand out its tensors without copying it."""
+    opener = session.connection().connection.driver_connection.blobopen
+    digest = hashlib.sha256()
+    with opener(SqlGene.__tablename__, "data", row_id, readonly=True) as blob:
+        buffer = bytearray(len(blob))
+        view = memoryview(buffer)
+        done = 0
+        while done < len(buffer):
+            chunk = blob.read(BLOB_CHUNK)
+            if not chunk:  # pragma: no cover - a blob cannot shrink inside the reading transaction
+                raise RegistryError(f"gene row {row_id} ended while it was being read")
+            view[done:done + len(chunk)] = chunk
+            digest.update(chunk)
+            done += len(chunk)
+    return buffer, digest.hexdigest()
+
+
+def decode_gene(data: bytes | bytearray, expected_sha256: str, name: str, gene: str,
+                digest: str | None = None) -> dict[str, torch.Tensor]:
+    """A stored gene's tensors, after checking its bytes against the recorded sha256 (``digest``: theirs, when the
+    reader hashed them already). A writable ``bytearray`` is not copied: the tensors are views of it."""
     from safetensors.torch import load as st_load
 
-    if sha256(data) != expected_sha256:
+    if (sha256(data) if digest is None else digest) != expected_sha256:
         raise RegistryError(damaged(name, f"gene '{gene}'"))
     try:
-        tensors = st_load(data)
+        tensors = load_buffer(data) if isinstance(data, bytearray) else st_load(data)
     except Exception as exc:  # the right hash but unreadable: written that way, not damaged in storage
         raise RegistryError(f"learngene '{name}' gene '{gene}' is not valid safetensors ({exc})") from None
     missing = {"coeffs", "mean", "std"} - set(tensors)
@@ -127,10 +153,11 @@ def decode_gene(data: bytes, expected_sha256: str, name: str, gene: str) -> dict
     return tensors
 
 
-def gene_record(gene: SqlGene, data: bytes, learngene: str, device: Any = "cpu") -> GeneRecord:
+def gene_record(gene: SqlGene, data: bytes | bytearray, learngene: str, device: Any = "cpu",
+                digest: str | None = None) -> GeneRecord:
     """A gene row of learngene ``learngene`` and its stored bytes as a record, its tensors checked and moved to
-    ``device``."""
-    tensors = decode_gene(data, gene.sha256, learngene, gene.name)
+    ``device`` (``digest``: the bytes' sha256, when the reader hashed them already)."""
+    tensors = decode_gene(data, gene.sha256, learngene, gene.name, digest)
     return GeneRecord(
         name=gene.name, axes=tuple(json.loads(gene.axes)), source_shape=tuple(json.loads(gene.source_shape)),
         coeffs=tensors["coeffs"].to(device), mean=tensors["mean"].to(device), std=tensors["std"].to(device),

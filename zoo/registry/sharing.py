@@ -44,6 +44,13 @@ def with_bytes(query: Any) -> Any:
     return query.add_columns(BYTES).outerjoin(OWNER, OWNER.id == SqlGene.data_of)
 
 
+def with_holder(query: Any) -> Any:
+    """``query`` over genes with one more column: the id of the row whose ``data`` holds each gene's bytes (its
+    owner's for a reference; its own otherwise, also for a reference whose owner is missing, as :func:`with_bytes`
+    reads it)."""
+    return query.add_columns(func.coalesce(OWNER.id, SqlGene.id)).outerjoin(OWNER, OWNER.id == SqlGene.data_of)
+
+
 def gene_bytes(session: Session, gene_id: int) -> bytes | None:
     """Gene ``gene_id``'s stored bytes, or None if there is no such gene."""
     row = session.execute(with_bytes(select(SqlGene.id)).where(SqlGene.id == gene_id)).first()

@@ -36,11 +36,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import RegistryError
 from ..genes import GeneRecord, LazyGeneRecord
-from .codec import gene_parts, gene_record, insert_gene, learngene_columns, learngene_info
+from .codec import gene_parts, gene_record, insert_gene, learngene_columns, learngene_info, read_blob
 from .entities import LearngeneInfo
 from .lock import setup_lock
 from .models import SqlAsset, SqlGene, SqlLearngene, learngene_row, visible
-from .sharing import gene_bytes, hand_over, share_published, with_bytes
+from .sharing import gene_bytes, hand_over, share_published, with_bytes, with_holder
 from .staging import STALE_AFTER_S, StagedLearngene, staging
 from .util import crash_point, damaged, duplicate_name, reason, sha256
 
@@ -420,8 +420,8 @@ class Registry:
 
         ``lazy``: only the genes' metadata now; each :class:`LazyGeneRecord` reads its tensors when asked
         (``record.loaded()``), one gene at a time, while this registry is open."""
-        def decoded(gene: SqlGene, data: bytes) -> GeneRecord:
-            return gene_record(gene, bytes(data), name, device)
+        def decoded(gene: SqlGene, data: bytes | bytearray, digest: str | None = None) -> GeneRecord:
+            return gene_record(gene, data if isinstance(data, bytearray) else bytes(data), name, device, digest)
 
         def work(session: Session) -> dict[str, GeneRecord]:
             row = learngene_row(session, name)
@@ -468,11 +468,15 @@ class Registry:
                     raise RegistryError(damaged(name, f"gene '{r.name}'"))
             yield out
 
-    def _gene(self, name: str, gene_id: int, decoded: Callable[[SqlGene, bytes], GeneRecord]) -> GeneRecord:
+    def _gene(self, name: str, gene_id: int, decoded: Callable[..., GeneRecord]) -> GeneRecord:
         def work(session: Session) -> GeneRecord:
-            found = session.execute(with_bytes(select(SqlGene)).where(SqlGene.id == gene_id)).first()
+            query = with_holder(select(SqlGene)) if self.is_sqlite else with_bytes(select(SqlGene))
+            found = session.execute(query.where(SqlGene.id == gene_id)).first()
             if found is None:
                 raise RegistryError(f"learngene '{name}' lost a gene while it was being read (removed meanwhile?)")
+            if self.is_sqlite:  # the bytes read in pieces and hashed on the way, not fetched as one value
+                gene, holder = found
+                return decoded(gene, *read_blob(session, holder))
             return decoded(*found)
 
         return self.run(work, what=f"cannot read learngene '{name}'")
