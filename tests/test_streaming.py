@@ -421,6 +421,12 @@ def test_buffer_loader_gives_views_of_what_safetensors_wrote_and_refuses_what_it
     for bad in (good[:-4], good + b"\0" * 8, good[:6], struct.pack("<Q", 2**40) + b"{}"):
         with pytest.raises(ValueError):
             load_buffer(bytearray(bad))
+    # header entries the reference loader refuses: an unknown dtype, no offsets, a shape that is not numbers
+    for entry in ({"dtype": "Q7", "shape": [1], "data_offsets": [0, 4]}, {"dtype": "F32", "shape": [1]},
+                  {"dtype": "F32", "shape": ["x"], "data_offsets": [0, 4]}):
+        head = json.dumps({"t": entry}).encode()
+        with pytest.raises(ValueError, match="header entry"):
+            load_buffer(bytearray(struct.pack("<Q", len(head)) + head + b"\0" * 4))
 
 
 def _layout_facts(layout) -> tuple:

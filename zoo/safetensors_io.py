@@ -129,11 +129,18 @@ def load_buffer(buffer: bytearray) -> dict[str, torch.Tensor]:
         raise ValueError("the header is not a JSON object")
     base, end = 8 + size, 0
     tensors = {}
-    for key, entry in sorted(((k, v) for k, v in entries.items() if k != "__metadata__"),
-                             key=lambda kv: kv[1]["data_offsets"][0]):
-        begin, stop = entry["data_offsets"]
-        dtype = DTYPES[entry["dtype"]]
-        shape = [int(n) for n in entry["shape"]]
+    try:
+        listed = sorted(((k, v) for k, v in entries.items() if k != "__metadata__"),
+                        key=lambda kv: kv[1]["data_offsets"][0])
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"a header entry without data_offsets ({exc!r})") from None
+    for key, entry in listed:
+        try:
+            begin, stop = entry["data_offsets"]
+            dtype = DTYPES[entry["dtype"]]
+            shape = [int(n) for n in entry["shape"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"tensor '{key}' has a malformed header entry ({exc!r})") from None
         itemsize = _item_size(dtype)
         if begin != end or stop - begin != math.prod(shape) * itemsize or base + stop > len(buffer):
             raise ValueError(f"tensor '{key}' has bytes {begin}:{stop}, which do not fit its shape {shape} or "
