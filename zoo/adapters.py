@@ -31,8 +31,7 @@ SIZE_OPTIONS: dict[str, str] = {
     "ffn": "ffn",
     "positions": "positions",
 }
-# How a parameter may start when the learngene has no gene for it (WeightMap.absent).
-ABSENT_INITS = ("identity", "zeros")
+ABSENT_INITS = assemble.ABSENT_INITS  # how a parameter may start when the learngene has no gene for it
 # Refuse before allocating: a target with more parameters than this needs an explicit max_params.
 DEFAULT_MAX_PARAMS = 20_000_000_000
 
@@ -424,7 +423,7 @@ class TransformersAdapter:
         model.tie_weights()
         model.eval()
         model.zoo_fresh_parameters = fresh
-        model.zoo_absent_starts = {k: v for k, v in starts.items() if k in fresh}
+        model.zoo_absent_starts = starts
         return model
 
     def save(self, model: torch.nn.Module, out_dir: Any) -> None:

@@ -381,14 +381,8 @@ def materialize_request_to_disk(request: MaterializeRequest, out: str | os.PathL
             save(model, job.adapter, job.out_dir, assets, model.zoo_report)
             model.zoo_report["out"] = str(job.out_dir)
             return model.zoo_report
-        layout = assemble.layout(job.adapter, job.config, job.records)
-        placements = assemble.plan(job.adapter, job.config, layout.params, job.records)
-        unplaced = sorted(set(job.records) - set(placements))  # genes the chosen model class has no place for
-        job.skipped = sorted(job.skipped + unplaced)
-        job.records = {n: r for n, r in job.records.items() if n not in unplaced}
+        layout, placements, covered, starts = _placed(job)
         job.together = assemble.sharing(placements)
-        covered = {p.key for places in placements.values() for p in places}
-        starts = assemble.absent_starts(job.adapter, job.config, layout, covered)
         with seeded(seed, dev):
             fresh = assemble.init_fresh(layout, covered, starts)
         report = _report(job, layout.class_name, layout.parameter_count, fresh, starts)
@@ -478,20 +472,30 @@ def provenance(reg: Registry, job: _Job, request: MaterializeRequest, argv: list
     return made
 
 
+def _placed(job: _Job) -> tuple[assemble.Layout, dict[str, list[assemble.Placement]], set[str], dict[str, str]]:
+    """Where the job's genes go in its target's layout: the layout, the placements, the state-dict keys they
+    cover and the uncovered parameters' absent starts. Genes the chosen model class has no place for (an optional
+    pooler under BertForMaskedLM) leave the job's records for its skipped list."""
+    layout = assemble.layout(job.adapter, job.config, job.records)
+    placements = assemble.plan(job.adapter, job.config, layout.params, job.records)
+    unplaced = sorted(set(job.records) - set(placements))
+    job.skipped = sorted(job.skipped + unplaced)
+    job.records = {n: r for n, r in job.records.items() if n not in unplaced}
+    covered = {p.key for places in placements.values() for p in places}
+    return layout, placements, covered, assemble.absent_starts(job.adapter, job.config, layout, covered)
+
+
 def _dry_run(job: _Job, made: dict[str, Any], dtype: str) -> dict[str, Any]:
     """The plan of a materialization: what it would build and write, from the layout on ``meta`` (no memory)."""
 
-    genes = [{"name": name, "axes": list(r.axes), "source_shape": list(r.source_shape),
-              "target_shape": list(shape_for(r.axes, job.sizes))} for name, r in job.records.items()]
     params, model_class, fresh = job.adapter.parameter_count(job.config), "?", None
     starts: dict[str, str] = {}
     if assemble.streamable(job.adapter):
-        layout = assemble.layout(job.adapter, job.config, job.records)
-        placements = assemble.plan(job.adapter, job.config, layout.params, job.records)
-        covered = {p.key for places in placements.values() for p in places}
+        layout, _, covered, starts = _placed(job)
         fresh = sorted(assemble.uncovered(layout, covered))
-        starts = assemble.absent_starts(job.adapter, job.config, layout, covered)
         params, model_class = layout.parameter_count, layout.class_name
+    genes = [{"name": name, "axes": list(r.axes), "source_shape": list(r.source_shape),
+              "target_shape": list(shape_for(r.axes, job.sizes))} for name, r in job.records.items()]
     report = _report(job, model_class, params, fresh or [], starts)
     report.update(made, dry_run=True, out=str(job.out_dir), genes=genes,
                   disk_bytes=params * STORAGE_DTYPES[dtype].itemsize)
@@ -594,7 +598,7 @@ def _report(job: _Job, model_class: str, parameters: int, fresh: list[str],
         "sizes": dict(job.sizes),
         "fresh_parameters": list(fresh),
         # of those, the ones that start as their weight map says (an identity head transform), not at random
-        "absent_starts": {k: v for k, v in sorted((starts or {}).items()) if k in fresh},
+        "absent_starts": dict(sorted((starts or {}).items())),
         "skipped_genes": job.skipped,
         "reset_genes": job.reset,
         # how it was built: what the learngene stores, and the options resolved for this build

@@ -23,6 +23,8 @@ from .safetensors_io import SafetensorsWriter
 if TYPE_CHECKING:
     import torch
 
+# How a parameter may start when the learngene has no gene for it (WeightMap.absent; _start applies them).
+ABSENT_INITS = ("identity", "zeros")
 DEFAULT_SHARD_BYTES = 5 * 2**30  # transformers' long-time default max_shard_size ("5GB")
 
 
@@ -252,11 +254,13 @@ def uncovered(model: torch.nn.Module | Layout, covered: set[str]) -> list[str]:
 
 def absent_starts(adapter: Any, config: Mapping[str, Any], model: torch.nn.Module | Layout,
                   covered: set[str]) -> dict[str, str]:
-    """The parameters no gene covers whose weight map says how they start (``WeightMap.absent``), by state-dict
-    key. Only when some gene is covered: a model built from no learngene at all is the family's random init."""
+    """The parameters no gene covers (:func:`uncovered`) whose weight map says how they start
+    (``WeightMap.absent``), by name. Only when some gene is covered: a model built from no learngene at all is the
+    family's random init."""
     if not covered:
         return {}
     params = model.params if isinstance(model, Layout) else model.state_dict(keep_vars=True)
+    fresh = set(uncovered(model, covered))
     depth = adapter.sizes(config).get(DEPTH, 1)
     out: dict[str, str] = {}
     for wm in getattr(adapter, "weights", ()):
@@ -267,7 +271,7 @@ def absent_starts(adapter: Any, config: Mapping[str, Any], model: torch.nn.Modul
                 key = adapter.template_key(wm.key.format(i=i), params)
             except KeyError:  # an optional map the target class has no parameter for
                 continue
-            if key not in covered:
+            if key in fresh:
                 out[key] = wm.absent
     return out
 
@@ -284,7 +288,7 @@ def _start(name: str, param: torch.Tensor, rule: str) -> None:
                                          f"square matrix (fix the weight map's absent init)")
             param.copy_(torch.eye(param.shape[0], dtype=param.dtype, device=param.device))
         else:
-            raise InvalidConfigError(f"unknown absent init '{rule}' for '{name}'; valid: identity, zeros")
+            raise InvalidConfigError(f"unknown absent init '{rule}' for '{name}'; valid: {', '.join(ABSENT_INITS)}")
 
 
 def _materialize_own(model: torch.nn.Module, module: torch.nn.Module) -> None:
