@@ -687,6 +687,10 @@ def ordered_ablation_methods(task: Task) -> list[Method]:
         ORDERED,
         replace(ORDERED, name="ordered: first layers", strategy=OrderedStrategy(depth="first")),
         replace(ORDERED, name="ordered: layers by influence", strategy=OrderedStrategy(depth="influence")),
+        replace(ORDERED, name="ordered: first layers and the last", strategy=OrderedStrategy(depth="ends")),
+        *(replace(ORDERED, name=f"ordered: the last {k} layers", strategy=OrderedStrategy(depth=f"last:{k}"))
+          for k in (2, 3, 4)),
+        replace(ORDERED, name="ordered: layers spread", strategy=OrderedStrategy(depth="spread")),
         replace(ORDERED, name="ordered: final norm reset", reset_calibrated=True),
         replace(ORDERED, name="ordered + norm gain", strategy=OrderedStrategy(norm_gain=True)),
         replace(ORDERED, name="ordered: no noise", strategy=OrderedStrategy(noise=0.0)),

@@ -9,7 +9,7 @@ import torch
 
 import zoo
 from zoo.errors import InvalidConfigError
-from zoo.importance import Calibration, depth_order, descending, read_meta, top_units
+from zoo.importance import Calibration, contiguous_cut, depth_order, descending, read_meta, top_units
 
 
 def _tiny_llama(folder, heads=4, kv_heads=2, hidden=32, layers=3, ffn=48):
@@ -43,6 +43,20 @@ def test_depth_order_pins_the_first_and_last_block_then_ranks_by_influence():
     assert depth_order(cal, 5).tolist() == [0, 4, 1, 3, 2]
     spread = depth_order(Calibration({}), 9).tolist()  # no influence measured: evenly spread, every layer once
     assert spread[:3] == [0, 8, 4] and sorted(spread) == list(range(9))
+
+
+def test_contiguous_cut_drops_the_run_of_blocks_that_changes_the_stream_least():
+    # 6 blocks, keep 3: a run of 3 starting at block 1 or 2 (never the first block, never the last)
+    distance = torch.full((7, 7), 0.5)
+    distance[1, 4], distance[2, 5] = 0.3, 0.2
+    cal = Calibration({"stream_distance": distance})
+    assert contiguous_cut(cal, 6, 3).tolist() == [0, 1, 5]  # blocks 2, 3, 4 dropped: h[2] -> h[5] changes least
+    distance[1, 4] = 0.1
+    assert contiguous_cut(cal, 6, 3).tolist() == [0, 4, 5]
+    distance[0, 3] = distance[3, 6] = 0.0  # would drop the first or the last block: not candidates
+    assert contiguous_cut(cal, 6, 3).tolist() == [0, 4, 5]
+    assert contiguous_cut(cal, 6, 6) is None and contiguous_cut(Calibration({}), 6, 3) is None
+    assert contiguous_cut(cal, 6, 1) is None  # one layer cannot keep both ends
 
 
 def test_grouped_heads_are_kept_as_groups():
@@ -98,6 +112,11 @@ def test_calibrated_scores_rank_units_by_what_they_contribute(minilm_dir, tmp_pa
     assert cal.scores["hidden"].shape == (384,) and cal.scores["ffn"].shape == (6, 1536)
     assert cal.scores["heads"].shape == (6, 12) and cal.scores["depth"].shape == (6,)
     assert (cal.scores["depth"] > 0).all() and (cal.scores["ffn"] >= 0).all()
+    distance = cal.scores["stream_distance"]  # block inputs and the last output, pairwise
+    assert distance.shape == (7, 7) and torch.allclose(distance, distance.T, atol=1e-5)
+    assert distance.diagonal().abs().max() < 1e-3 and (distance[0, 1:] > 0.05).all()
+    # next to each other, the angular distance is the block's influence (1 - cos) seen through arccos
+    assert torch.allclose(1 - torch.cos(torch.pi * distance.diagonal(1)), cal.scores["depth"], atol=2e-2)
     # a dead neuron (zero output weights) scores zero, whatever its activation
     assert "energy:attn.norm.weight" in cal.scores
     shown = zoo.show_learngene("o", registry=reg).to_json()
@@ -114,7 +133,8 @@ def test_shrinking_keeps_the_most_important_units_and_layers(minilm_dir, tmp_pat
 
     source = AutoModel.from_pretrained(minilm_dir)
     hidden = top_units(cal.scores["hidden"], 256)  # the 256 best channels, in their source order
-    layers = [0, 1, 5]  # the default depth rule: the first layers and the last (docs/ablations.md)
+    layers = contiguous_cut(cal, 6, 3).tolist()  # the default depth rule (docs/ablations.md)
+    assert layers[0] == 0 and layers[-1] == 5 and len(layers) == 3
     for j, layer in enumerate(layers):
         ffn = top_units(cal.scores["ffn"][layer], 1024)
         want = source.encoder.layer[layer].intermediate.dense.weight[ffn][:, hidden]
@@ -232,3 +252,34 @@ def test_growth_follows_the_norm_placement_recorded_by_calibration():
     assert (pre.grow, pre.stack) == ("fresh", "zero") == (older.grow, older.stack)
     assert (post.grow, post.stack) == ("copy", "copy")
     assert OrderedStrategy(stack="half").for_learngene(Calibration({}, {"pre_norm": True})).stack == "half"
+
+
+@pytest.mark.parametrize("rule, layers", [
+    ("first", [0, 1, 2]), ("ends", [0, 1, 5]), ("last:2", [0, 4, 5]), ("spread", [0, 2, 5]),
+    ("contiguous", [0, 1, 5]),  # a weights-only calibration measures no stream distances: ends
+])
+def test_depth_rules_pick_the_source_layers_a_shallower_target_keeps(tmp_path, rule, layers):
+    from zoo.materialization import materialize
+    from zoo_plugins.transforms.ordered import OrderedStrategy
+
+    src = tmp_path / "llama"
+    source = _tiny_llama(src, layers=6)
+    reg = tmp_path / "r.db"
+    zoo.add_learngene(str(src), transform="ordered", name="o", registry=reg, calibrate="none")
+    registry = zoo.open_registry(reg)
+    info, cat = registry.get("o"), zoo.catalog()
+    adapter = cat.architecture("llama")
+    config = adapter.target_config(info.source_config, layers=3)
+    strategy = OrderedStrategy(depth=rule).for_learngene(Calibration.from_bytes(info.calibration))
+    with torch.no_grad():
+        genome = materialize(registry.genes("o"), adapter.sizes(config), cat.transform("ordered"), strategy,
+                             info.transform_params, "restore")
+    model = adapter.build(config, genome)
+    for j, layer in enumerate(layers):
+        assert torch.allclose(model.model.layers[j].self_attn.q_proj.weight,
+                              source.model.layers[layer].self_attn.q_proj.weight, atol=1e-6), (j, layer)
+    if rule == "last:2":
+        with pytest.raises(InvalidConfigError, match="unknown depth rule 'last:0'; valid: first, ends, last:K"):
+            materialize(registry.genes("o"), adapter.sizes(config), cat.transform("ordered"),
+                        OrderedStrategy(depth="last:0").for_learngene(strategy.calibration), info.transform_params,
+                        "restore")

@@ -11,6 +11,10 @@ norms and blocks. What is recorded (``zoo.importance`` stores it, ``zoo_plugins.
 * ``heads`` [layers, heads]: the same for an attention head, over its ``head_dim`` inputs of the output projection.
 * ``depth`` [layers]: block influence, ``1 - cos(block input, block output)`` averaged over tokens (ShortGPT,
   Minitron's depth score).
+* ``stream_distance`` [layers + 1, layers + 1]: the angular distance ``arccos(cos) / pi`` between the residual
+  stream at the input of block ``i`` and at the input of block ``j`` (the last entry: the last block's output),
+  averaged over tokens: how little a run of blocks changes the stream, so a shallower target can drop the run that
+  changes it least (Gromov et al., "The Unreasonable Ineffectiveness of the Deeper Layers").
 * ``energy:<gene>`` [layers, hidden] or [hidden]: each channel's share of the energy at the input of a norm, so
   that a norm's gain can be corrected when channels are dropped (``sqrt(rho * D / d)``).
 
@@ -193,6 +197,9 @@ class _Recorder:
         self.counts: dict[tuple[str, int | None] | tuple[str, str, int | None], int] = defaultdict(int)
         self.influence = torch.zeros(self.depth, dtype=torch.float64)
         self.influence_n = torch.zeros(self.depth, dtype=torch.float64)
+        self.streams: dict[int, torch.Tensor] = {}  # this batch's stream at each block input (and after the last)
+        self.distance = torch.zeros(self.depth + 1, self.depth + 1, dtype=torch.float64)
+        self.distance_n = 0
 
     def linear(self, key: tuple[str, int | None], x: torch.Tensor) -> None:
         flat = x.detach().reshape(-1, x.shape[-1]).double()
@@ -212,6 +219,19 @@ class _Recorder:
         cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
         self.influence[layer] += (1 - cos).sum()
         self.influence_n[layer] += cos.numel()
+        self.streams[layer] = a.float()
+        if layer == self.depth - 1:
+            self.streams[self.depth] = b.float()
+
+    def end_batch(self) -> None:
+        """Pairwise angular distances between this batch's streams (every block seen, token for token)."""
+        streams, self.streams = self.streams, {}
+        if len(streams) != self.depth + 1 or len({s.shape for s in streams.values()}) != 1:
+            return
+        unit = torch.nn.functional.normalize(torch.stack([streams[i] for i in range(self.depth + 1)]), dim=-1)
+        cos = torch.einsum("itd,jtd->ijt", unit, unit).clamp(-1, 1)
+        self.distance += (cos.acos() / torch.pi).sum(-1).double()
+        self.distance_n += unit.shape[1]
 
 
 def _attach(model: torch.nn.Module, genome: Genome, sizes: Mapping[str, int], rec: _Recorder) -> list[Any]:
@@ -276,6 +296,8 @@ def _scores(rec: _Recorder, sizes: Mapping[str, int]) -> dict[str, torch.Tensor]
     out.update({role: t.float() for role, t in per_layer.items()})
     if rec.influence_n.sum() > 0:
         out["depth"] = (rec.influence / rec.influence_n.clamp_min(1)).float()
+    if rec.distance_n:
+        out["stream_distance"] = (rec.distance / rec.distance_n).float()
     for (name, layer), energy in rec.norms.items():
         key = f"energy:{name}"
         share = (energy / energy.sum().clamp_min(1e-30)).float()
@@ -372,6 +394,7 @@ def calibrate(adapter: Any, checkpoint: Any, genome: Genome, data: str | Path = 
             for batch in batches:
                 batch = batch.to(next(model.parameters()).device)
                 body(**{getattr(model, "main_input_name", "input_ids"): batch})
+                rec.end_batch()
                 tokens += batch.shape[0] * (batch.shape[1] if batch.dim() == 2 else 1)
     finally:
         for h in handles:

@@ -83,6 +83,22 @@ def depth_order(calibration: Calibration, layers: int, pin_ends: bool = True) ->
     return descending(score)
 
 
+def contiguous_cut(calibration: Calibration, layers: int, keep: int) -> Any:
+    """The ``keep`` layers left when the run of ``layers - keep`` consecutive blocks over which the residual stream
+    changes least (the smallest angular distance between the run's input and its output) is dropped; the first
+    block and the last are never dropped (they read the embeddings and write the output). None without the
+    measurement (``stream_distance``, recorded by calibration since it was added) or when every layer stays."""
+    import torch
+
+    distance = calibration.scores.get("stream_distance")
+    cut = layers - keep
+    if distance is None or distance.shape != (layers + 1, layers + 1) or cut <= 0 or keep < 2:
+        return None
+    starts = range(1, keep)  # the run starts after the first block and ends before the last
+    best = min(starts, key=lambda s: (float(distance[s, s + cut]), s))
+    return torch.cat([torch.arange(best), torch.arange(best + cut, layers)])
+
+
 def unit_scores(calibration: Calibration, role: str, layer: int | None, units: int) -> Any:
     """The scores of the ``units`` units of ``role`` (``hidden``: the same for every layer; ``ffn``, ``heads``:
     per layer; ``kv_heads``: the sum over each group's query heads), or None when calibration has none for that

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo import InvalidConfigError, hookimpl
 from zoo.genes import check_fixed_axes, resizable
-from zoo.importance import Calibration, depth_order, descending, top_heads, top_units, unit_scores
+from zoo.importance import Calibration, contiguous_cut, depth_order, descending, top_heads, top_units, unit_scores
 from zoo.stats import broadcast_stat
 from zoo_plugins.strategies.baselines import duplicate_indices, select_indices
 
@@ -160,7 +160,7 @@ class OrderedStrategy:
     needs_calibration: bool = True
     noise: float = 0.01
     norm_gain: bool = False
-    depth: str = "ends"
+    depth: str = "contiguous"
     stack: str = "auto"
     grow_depth: str = "spread"
     grow_units: str = "spread"
@@ -172,7 +172,7 @@ class OrderedStrategy:
     def keeps_last_layer(self) -> bool:
         """A shallower target still ends with the source's last block, so genes tuned to its output (a decoder's
         final norm, ``zoo.calibrate``) fit and are transferred."""
-        return self.depth in ("ends", "influence")
+        return self.depth != "first"
 
     def for_learngene(self, calibration: Calibration | None) -> OrderedStrategy:
         """This strategy bound to a learngene's calibration (zoo does this before materializing)."""
@@ -342,19 +342,52 @@ def _split_inputs(w: torch.Tensor, dim: int, index: torch.Tensor, n: int, noise:
     return (moved + delta.to(w.dtype).to(w.device)).movedim(0, dim)
 
 
+DEPTH_RULES = "first, ends, last:K, contiguous, spread, influence"
+
+
 def _depth_ranking(calibration: Calibration, rule: str, n: int, m: int) -> torch.Tensor:
-    """Source layers from the most to the least worth keeping, by ``rule``: ``first`` (in depth order), ``ends``
-    (the last block, then the others in depth order) or ``influence`` (the first and the last, then by block
-    influence). Growing always ranks by influence, so the most influential layers are copied."""
+    """Source layers from the most to the least worth keeping (a shallower target takes the first ``m``), by
+    ``rule``: ``first`` (in depth order); ``ends`` (the last block, then the first ones; ``last:1``); ``last:K``
+    (the last K blocks, then the first ones); ``contiguous`` (the first and last blocks kept, the run between them
+    that changes the stream least dropped, :func:`zoo.importance.contiguous_cut`; ``ends`` for a calibration made
+    before that was measured); ``spread`` (evenly over depth, both ends included); ``influence`` (the first and
+    the last, then by block influence). Growing always ranks by influence, so the most influential layers are
+    copied."""
     import torch
 
     if m > n or rule == "influence":
         return depth_order(calibration, n, pin_ends=m <= n)
-    if rule == "ends" and n > 1:
-        return torch.cat([torch.tensor([n - 1]), torch.arange(n - 1)])
-    if rule in ("first", "ends"):
-        return torch.arange(n)
-    raise InvalidConfigError(f"unknown depth rule '{rule}'; valid: first, ends, influence")
+    kept = _kept_layers(calibration, rule, n, m)
+    if kept is None:
+        raise InvalidConfigError(f"unknown depth rule '{rule}'; valid: {DEPTH_RULES}")
+    chosen = set(kept.tolist())
+    return torch.cat([kept, torch.tensor([i for i in range(n) if i not in chosen], dtype=torch.long)])
+
+
+def _kept_layers(calibration: Calibration, rule: str, n: int, m: int) -> torch.Tensor | None:
+    """The ``m <= n`` layers a rule keeps, in depth order (None: not a rule)."""
+    import torch
+
+    if rule == "contiguous":
+        cut = contiguous_cut(calibration, n, m)
+        if cut is not None:
+            return cut
+        rule = "ends"
+    if rule == "first":
+        return torch.arange(m)
+    if rule == "spread":
+        return torch.round(torch.linspace(0, n - 1, m, dtype=torch.float64)).long().unique()
+    last = 1 if rule == "ends" else _last_blocks(rule)
+    if last is None:
+        return None
+    last = min(last, m)
+    return torch.cat([torch.arange(m - last), torch.arange(n - last, n)])
+
+
+def _last_blocks(rule: str) -> int | None:
+    """``last:K``: K, or None for any other rule."""
+    head, _, count = rule.partition(":")
+    return int(count) if head == "last" and count.isdigit() and int(count) >= 1 else None
 
 
 def _writes_residual(record: Any) -> bool:
