@@ -23,7 +23,7 @@ from zoo.cli import cli
 from zoo.extraction import extract_groups, gene_groups
 from zoo.genes import genome_groups
 from zoo.plugin_host import catalog
-from zoo.safetensors_io import SafetensorsReader, SafetensorsWriter
+from zoo.hf.safetensors_io import SafetensorsReader, SafetensorsWriter
 from zoo.sources import from_local
 
 
@@ -407,7 +407,7 @@ def test_lazy_registry_records_read_the_same_tensors(gpt2_dir, tmp_path):
 def test_buffer_loader_gives_views_of_what_safetensors_wrote_and_refuses_what_it_would(tmp_path):
     from safetensors.torch import save
 
-    from zoo.safetensors_io import load_buffer
+    from zoo.hf.safetensors_io import load_buffer
 
     tensors = _tensors()
     data = bytearray(save(tensors))

@@ -312,7 +312,7 @@ class TransformersAdapter:
     def gene_groups(self, state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Iterator[GeneGroup]:
         """The genes of a checkpoint, read lazily: each checkpoint tensor is read once, when its group is extracted.
 
-        ``state`` may be a lazy mapping (:class:`zoo.safetensors_io.SafetensorsReader`); maps that share a key
+        ``state`` may be a lazy mapping (:class:`zoo.hf.safetensors_io.SafetensorsReader`); maps that share a key
         (fused q, k, v) form one group so the fused tensor is read once per layer.
         """
         keys = self._keys(state)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidConfigError
 from .genes import DEPTH, shape_for
-from .safetensors_io import SafetensorsWriter
+from .hf.safetensors_io import SafetensorsWriter
 
 if TYPE_CHECKING:
     import torch

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import SourceNotFoundError
-from .safetensors_io import SafetensorsReader
+from .hf.safetensors_io import SafetensorsReader
 
 if TYPE_CHECKING:
     import torch

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import RegistryError
 from ..genes import GeneRecord
-from ..safetensors_io import header, load_buffer, raw_bytes
+from ..hf.safetensors_io import header, load_buffer, raw_bytes
 from .entities import LearngeneInfo
 from .models import SqlGene, SqlLearngene
 from .sharing import find_owner

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .dtypes import DtypeTable
+from ..dtypes import DtypeTable
 
 if TYPE_CHECKING:
     import torch
