@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from . import assemble
+from .hf import assemble
 from .errors import InvalidConfigError
 from .genes import DEPTH, TABLE_ROLES, GeneGroup, Genome, genome_of, shape_for
 
@@ -77,7 +77,7 @@ class WeightMap:
     (a Linear ``[out, in]``) unless the first axis is a lookup table (vocab, positions), else 0. ``absent``: how
     the target's parameter starts when the learngene has no such gene but transfers others (a head the source
     lacks): one of :data:`ABSENT_INITS` (``identity``: a square matrix passes its input through; ``zeros``), or
-    None for the family's random init (:func:`zoo.assemble.init_fresh`).
+    None for the family's random init (:func:`zoo.hf.assemble.init_fresh`).
     """
 
     gene: str
@@ -111,7 +111,7 @@ class ClassLayout:
     """A declaration that a family's default architecture holds exactly its weight maps, in their order, and
     nothing else: keys under ``prefix``, ``tied`` names (alias -> the state-dict key it shares, as transformers'
     ``_tied_weights_keys`` lists them) when the config ties embeddings, and whether the class generates text
-    (its folder then has a generation config). :func:`zoo.assemble.declared_layout` builds the layout from it, so
+    (its folder then has a generation config). :func:`zoo.hf.assemble.declared_layout` builds the layout from it, so
     a folder is written without importing the model class; tests/test_streaming.py checks it against the class."""
 
     prefix: str = ""
@@ -385,7 +385,7 @@ class TransformersAdapter:
 
         The model is constructed without its random init (transformers' no-init context: parameters are allocated
         but not filled; buffers such as ``position_ids`` are computed by the constructor as usual). Only the
-        parameters no gene covers get the family's own init (:func:`zoo.assemble.init_fresh`); they are listed in
+        parameters no gene covers get the family's own init (:func:`zoo.hf.assemble.init_fresh`); they are listed in
         ``model.zoo_fresh_parameters``. Genes are then copied straight into the parameters (fused parts and
         transposed layouts written in place), so no full random init, state dict or ``load_state_dict`` copy is
         ever made. Tied weights stay tied.

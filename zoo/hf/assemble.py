@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidConfigError
-from .genes import DEPTH, shape_for
-from .hf.safetensors_io import SafetensorsWriter
+from ..errors import InvalidConfigError
+from ..genes import DEPTH, shape_for
+from .safetensors_io import SafetensorsWriter
 
 if TYPE_CHECKING:
     import torch
