@@ -6,3 +6,8 @@ library; this package is where ``transformers`` and the safetensors format come 
 and the adapter base class that turns a family's weight maps into both (:mod:`zoo.hf.adapter`). The registry, the
 application layer and the plugins import it; the core never does (tests/test_import_graph.py).
 """
+
+from ..adapters import SIZE_OPTIONS
+from .adapter import ClassLayout, TransformersAdapter, WeightMap, heads_hint
+
+__all__ = ["SIZE_OPTIONS", "ClassLayout", "TransformersAdapter", "WeightMap", "heads_hint"]
