@@ -104,7 +104,7 @@ def make_checkpoint(folder: Path, shape: dict[str, int], seed: int = 0) -> int:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from zoo.safetensors_io import SafetensorsWriter
+    from zoo.hf.safetensors_io import SafetensorsWriter
 
     folder.mkdir(parents=True, exist_ok=True)
     config = GPT2Config(**shape)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.adapters import WeightMap
+from zoo.hf import WeightMap
 from zoo.errors import InvalidConfigError
 
 HEAD = "cls.predictions.transform.dense"

@@ -7,6 +7,12 @@
   it: a heavy third-party package (``HEAVY``), or a zoo module that imports one when it is imported. A deferred
   import of anything light only hides an arrow of the graph; the few that are deliberate are listed in
   ``DEFERRED`` with the reason.
+- The core (``CORE``: errors, genes and the protocols at the bottom, extraction and materialization on them)
+  imports only the core, and never ``transformers``, ``safetensors`` or ``zoo.hf``, their implementation of the
+  protocols: not at module level, not in a function, not for type checking. ``zoo.hf`` imports only the core, so
+  everything that imports it (the registry, the application layer, ``api``, ``cli``, ``testing``, the plugins)
+  sits above it. Outside ``zoo.hf`` the two libraries are used directly only by the application-layer modules in
+  ``HF_USERS``, each with the reason.
 """
 
 from __future__ import annotations
@@ -31,6 +37,21 @@ HEAVY = frozenset({
 DEFERRED = {
     ("zoo.testing", "zoo.cli"): "importing zoo.cli loads every plugin; zoo.testing is loaded by every pytest session",
 }
+# The bottom of the graph: errors, genes, the protocols (adapters, transforms, hooks) and what extraction and
+# materialization are built from, then extraction and materialization themselves.
+CORE = frozenset({
+    "zoo._version", "zoo.errors", "zoo.genes", "zoo.adapters", "zoo.transforms", "zoo.hookspecs", "zoo.dtypes",
+    "zoo.stats", "zoo.parallel", "zoo.calibrate", "zoo.extraction", "zoo.materialization",
+})
+HF = "zoo.hf"  # the transformers/safetensors implementation of the protocols
+HF_LIBRARIES = frozenset({"transformers", "safetensors"})
+# (module outside zoo.hf, library): why it uses the library itself. Each is an application-layer user of
+# transformers, not part of the implementation of the protocols.
+HF_USERS = {
+    ("zoo.calibration", "transformers"): "tokenizes the calibration text with the source's tokenizer (AutoTokenizer)",
+    ("zoo.refine_train", "transformers"): "the training task of a model type and its tokenizer (auto mappings)",
+    ("zoo.cli", "transformers"): "quiets transformers' own logging and progress bars (--quiet, no terminal)",
+}
 
 
 @dataclass
@@ -41,6 +62,11 @@ class Module:
     imports: set[str] = field(default_factory=set)  # run at import time: zoo modules and top-level packages
     deferred: list[tuple[int, str]] = field(default_factory=list)  # (line, imported module) inside functions
     private: list[tuple[int, str]] = field(default_factory=list)  # (line, "module._name") taken from another module
+    type_only: set[str] = field(default_factory=set)  # imported under ``if TYPE_CHECKING:`` only
+
+    def every_import(self) -> set[str]:
+        """What the module imports at any level: when imported, in a function, or for type checking."""
+        return self.imports | {target for _, target in self.deferred} | self.type_only
 
 
 def module_name(path: Path) -> str:
@@ -115,6 +141,9 @@ def scan(module: Module, known: set[str]) -> None:
             if isinstance(child, (ast.Import, ast.ImportFrom)):
                 record(child, deferred)
             elif isinstance(child, ast.If) and is_type_checking(child):
+                for sub in ast.walk(ast.Module(body=child.body, type_ignores=[])):
+                    if isinstance(sub, (ast.Import, ast.ImportFrom)):
+                        module.type_only.update(t for t, _, _ in targets(sub, module, known) if t != module.name)
                 for sub in child.orelse:
                     visit(ast.Module(body=[sub], type_ignores=[]), deferred)
             elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
@@ -245,3 +274,45 @@ def test_only_the_cli_imports_the_api_facade(graph):
     importers = sorted(m.name for m in graph.values()
                        if "zoo.api" in m.imports | {target for _, target in m.deferred})
     assert importers == ["zoo.cli"]
+
+
+def in_hf(name: str) -> bool:
+    return name == HF or name.startswith(HF + ".")
+
+
+def test_the_scan_sees_the_layers(graph):
+    # guards the layering checks below against a scan that finds nothing, or a core module renamed away
+    assert sorted(CORE - set(graph)) == []
+    assert "transformers" in {t for _, t in graph["zoo.hf.adapter"].deferred}
+    assert "safetensors" in {t for _, t in graph["zoo.hf.safetensors_io"].deferred}
+    assert "zoo.adapters" in graph["zoo.hookspecs"].type_only and "zoo.adapters" not in graph["zoo.hookspecs"].imports
+    assert any(in_hf(t) for t in graph["zoo.api"].imports)
+
+
+def test_the_core_never_imports_transformers_safetensors_or_zoo_hf(graph):
+    offences = sorted(f"{name} imports {target}" for name in CORE for target in graph[name].every_import()
+                      if target in HF_LIBRARIES or in_hf(target))
+    assert offences == []
+
+
+def test_the_core_imports_only_the_core(graph):
+    # so nothing the core runs pulls zoo.hf in either (imports for type checking only are not run)
+    offences = sorted(f"{name} imports {target}" for name in CORE
+                      for target in graph[name].imports | {t for _, t in graph[name].deferred}
+                      if target in graph and target not in CORE)
+    assert offences == []
+
+
+def test_zoo_hf_imports_only_the_core(graph):
+    # zoo.hf sits directly on the core: the registry, the application layer and the plugins that import it are above
+    offences = sorted(f"{name} imports {target}" for name in graph if in_hf(name)
+                      for target in graph[name].every_import() if target in graph and not in_hf(target)
+                      and target not in CORE)
+    assert offences == []
+
+
+def test_transformers_and_safetensors_are_used_through_zoo_hf(graph):
+    used = {(name, target) for name in graph if not in_hf(name)
+            for target in graph[name].every_import() if target in HF_LIBRARIES}
+    assert sorted(used - set(HF_USERS)) == []  # a new direct use: go through zoo.hf, or list it with the reason
+    assert sorted(set(HF_USERS) - used) == []  # an exception no longer needed

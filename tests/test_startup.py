@@ -87,7 +87,7 @@ UNDECLARED = "import zoo_plugins.architectures.gpt2 as gpt2; gpt2.GPT2Adapter.cl
 
 @pytest.mark.parametrize("declared", [True, False])
 def test_materializing_a_declared_family_does_not_import_its_model_class(tmp_path, perturbed_checkpoint, declared):
-    # most of transformers' import cost is the model class; GPT-2 declares its layout (zoo.adapters.ClassLayout)
+    # most of transformers' import cost is the model class; GPT-2 declares its layout (zoo.hf.ClassLayout)
     _gpt2_registry(tmp_path, perturbed_checkpoint)
     modules = imported(tmp_path, ("" if declared else UNDECLARED) + RUN_CLI, "materialize", "--from", "g", "--out",
                        str(tmp_path / "out"), "--device", "cpu", "--quiet")

@@ -23,7 +23,7 @@ from zoo.cli import cli
 from zoo.extraction import extract_groups, gene_groups
 from zoo.genes import genome_groups
 from zoo.plugin_host import catalog
-from zoo.safetensors_io import SafetensorsReader, SafetensorsWriter
+from zoo.hf.safetensors_io import SafetensorsReader, SafetensorsWriter
 from zoo.sources import from_local
 
 
@@ -407,7 +407,7 @@ def test_lazy_registry_records_read_the_same_tensors(gpt2_dir, tmp_path):
 def test_buffer_loader_gives_views_of_what_safetensors_wrote_and_refuses_what_it_would(tmp_path):
     from safetensors.torch import save
 
-    from zoo.safetensors_io import load_buffer
+    from zoo.hf.safetensors_io import load_buffer
 
     tensors = _tensors()
     data = bytearray(save(tensors))
@@ -431,7 +431,7 @@ def test_buffer_loader_gives_views_of_what_safetensors_wrote_and_refuses_what_it
 
 def _layout_facts(layout) -> tuple:
     """Everything a written folder takes from a layout: entries in order, saved names, parameters, class, configs."""
-    from zoo import assemble
+    from zoo.hf import assemble
 
     generation = layout.generation_config
     return ([(key, tuple(t.shape), t.dtype) for key, t in layout.params.items()], assemble.saved_names(layout.params),
@@ -441,7 +441,7 @@ def _layout_facts(layout) -> tuple:
 
 @pytest.mark.parametrize("sizes", [{}, dict(layers=6, hidden=48, heads=3), dict(layers=1, ffn=40)])
 def test_declared_layouts_are_their_classes_own(gpt2_dir, sizes):
-    from zoo import assemble
+    from zoo.hf import assemble
 
     sources = {"gpt2": gpt2_dir}  # a family that declares its class layout needs a tiny source here
     declaring = [a for a in catalog().architectures.values() if getattr(a.obj, "class_layout", None) is not None]
@@ -457,7 +457,7 @@ def test_declared_layouts_are_their_classes_own(gpt2_dir, sizes):
 
 
 def test_a_layout_is_declared_only_where_it_is_all_of_the_class(gpt2_dir, llama_dir):
-    from zoo import assemble
+    from zoo.hf import assemble
 
     gpt2, llama = catalog().architecture("gpt2"), catalog().architecture("llama")
     config = gpt2.target_config(json.loads((gpt2_dir / "config.json").read_text()))

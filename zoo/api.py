@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import assemble
 from ._version import __version__
 from .adapters import DEFAULT_MAX_PARAMS
 from .calibrate import depth_calibrated
@@ -22,6 +21,7 @@ from .dtypes import STORAGE_DTYPES
 from .errors import InvalidConfigError, UnknownNameError, ZooError
 from .extraction import extract_groups, gene_groups, kept_size, parse_keep
 from .genes import DEPTH, genome_of, resizable, shape_for
+from .hf import assemble
 from .importance import DEFAULT_SAMPLES, ordered_groups
 from .inputs import check_name, check_params, registry_session, resolve_device
 from .materialization import materialize as materialize_genes, materialize_stream

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .genes import GeneGroup, resizable
+from .hf.safetensors_io import load, save
 
 META_KEY = "zoo.calibration"
 # Default calibration size: orders stop changing well before this (docs/ablations.md measures it).
@@ -33,15 +34,11 @@ class Calibration:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
-        from safetensors.torch import save
-
         tensors = {role: t.detach().to("cpu").float().contiguous() for role, t in sorted(self.scores.items())}
         return save(tensors, metadata={META_KEY: json.dumps(self.meta, sort_keys=True)})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Calibration:
-        from safetensors.torch import load
-
         return cls(dict(load(bytes(data))), read_meta(data))
 
 

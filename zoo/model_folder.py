@@ -13,8 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import assemble, card, outputs
+from . import card, outputs
 from .errors import InvalidConfigError
+from .hf import assemble
 
 if TYPE_CHECKING:
     import torch

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import SourceNotFoundError
-from .safetensors_io import SafetensorsReader
+from .hf.safetensors_io import SafetensorsReader, load_file
 
 if TYPE_CHECKING:
     import torch
@@ -82,8 +82,6 @@ class Checkpoint:
 
         if self.loader is not None:
             return self.loader()
-        from safetensors.torch import load_file
-
         state: dict[str, torch.Tensor] = {}
         for path in self.weight_files:
             if path.suffix == ".safetensors":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from zoo import hookimpl
-from zoo.adapters import TransformersAdapter, WeightMap
+from zoo.hf import TransformersAdapter, WeightMap
 
 H, HEADS, HD, FFN = "hidden", "heads", "head_dim", "ffn"
 L = "encoder.layer.{i}."

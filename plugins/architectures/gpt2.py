@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from zoo import hookimpl
-from zoo.adapters import ClassLayout, TransformersAdapter, WeightMap
+from zoo.hf import ClassLayout, TransformersAdapter, WeightMap
 
 H, HEADS, HD, FFN = "hidden", "heads", "head_dim", "ffn"
 L = "h.{i}."

@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from zoo import hookimpl
-from zoo.adapters import SIZE_OPTIONS, TransformersAdapter, WeightMap, heads_hint
 from zoo.errors import InvalidConfigError
 from zoo.genes import DEPTH
+from zoo.hf import SIZE_OPTIONS, TransformersAdapter, WeightMap, heads_hint
 from zoo.sources import Checkpoint
 from zoo_plugins.sources.gguf_reader import find_gguf, gguf_checkpoint
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo import hookimpl
-from zoo.adapters import TransformersAdapter
 from zoo.errors import InvalidConfigError
+from zoo.hf import TransformersAdapter
 from zoo_plugins.sources import timm_reader
 
 from . import vit_hf, vit_timm

@@ -1,5 +1,5 @@
 """What every vision-transformer layout shares: the library-independent spec, the genes, and a :class:`Layout`
-that reads and writes one library's state dict through :class:`~zoo.adapters.WeightMap` s.
+that reads and writes one library's state dict through :class:`~zoo.hf.WeightMap` s.
 
 A learngene from timm materializes as a transformers model and the reverse, because both are read into the same
 genes. Position embeddings are split before reading: the class and distillation token positions become genes of
@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapters import TransformersAdapter, WeightMap
 from zoo.errors import InvalidConfigError
+from zoo.hf import TransformersAdapter, WeightMap
 
 if TYPE_CHECKING:
     import torch

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import RegistryError
 from ..genes import GeneRecord
-from ..safetensors_io import header, load_buffer, raw_bytes
+from ..hf.safetensors_io import header, load, load_buffer, raw_bytes
 from .entities import LearngeneInfo
 from .models import SqlGene, SqlLearngene
 from .sharing import find_owner
@@ -139,12 +139,10 @@ def decode_gene(data: bytes | bytearray, expected_sha256: str, name: str, gene: 
                 digest: str | None = None) -> dict[str, torch.Tensor]:
     """A stored gene's tensors, after checking its bytes against the recorded sha256 (``digest``: theirs, when the
     reader hashed them already). A writable ``bytearray`` is not copied: the tensors are views of it."""
-    from safetensors.torch import load as st_load
-
     if (sha256(data) if digest is None else digest) != expected_sha256:
         raise RegistryError(damaged(name, f"gene '{gene}'"))
     try:
-        tensors = load_buffer(data) if isinstance(data, bytearray) else st_load(data)
+        tensors = load_buffer(data) if isinstance(data, bytearray) else load(data)
     except Exception as exc:  # the right hash but unreadable: written that way, not damaged in storage
         raise RegistryError(f"learngene '{name}' gene '{gene}' is not valid safetensors ({exc})") from None
     missing = {"coeffs", "mean", "std"} - set(tensors)

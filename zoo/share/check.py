@@ -19,6 +19,7 @@ from typing import Any, Literal, overload
 
 from ..dtypes import STORAGE_DTYPES
 from ..errors import ArtifactError
+from ..hf.safetensors_io import load
 from ..importance import META_KEY
 from ..inputs import NAME_PATTERN
 from .layout import (CALIBRATION, FORMAT, FORMAT_VERSION, GENE_DTYPES, HEX64, ITEM_SIZE, MANIFEST,
@@ -339,8 +340,6 @@ def _safetensors_header(ref: str, data: bytes, what: str) -> dict[str, Any]:
 
 
 def _load(ref: str, data: bytes, what: str) -> dict[str, Any]:
-    from safetensors.torch import load
-
     try:
         return load(data)
     except Exception as exc:

@@ -7,7 +7,7 @@ axes plays, and one hook that registers it. zoo does extraction, resizing and mo
 from __future__ import annotations
 
 import zoo
-from zoo.adapters import TransformersAdapter, WeightMap
+from zoo.hf import TransformersAdapter, WeightMap
 
 H, HEADS, HD, FFN = "hidden", "heads", "head_dim", "ffn"
 L = "transformer.layer.{i}."  # per-layer keys: {i} is the layer index, stacked into a leading "depth" axis

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidConfigError
-from .genes import DEPTH, shape_for
+from ..errors import InvalidConfigError
+from ..genes import DEPTH, shape_for
 from .safetensors_io import SafetensorsWriter
 
 if TYPE_CHECKING:
@@ -464,7 +464,7 @@ def write_pretrained(model: torch.nn.Module | Layout, placements: Mapping[str, l
 def streamable(adapter: Any) -> bool:
     """Whether ``adapter`` declares that its models can be built gene by gene from its weight maps (its
     ``streamable`` capability: ``weights``, ``sizes``, ``model_class``, ``hf_config``, ``template_key`` and
-    ``build_from``, as :class:`zoo.adapters.TransformersAdapter` has them)."""
+    ``build_from``, as :class:`zoo.hf.TransformersAdapter` has them)."""
     return bool(getattr(adapter, "streamable", False))
 
 

@@ -6,6 +6,10 @@ tensor's bytes when asked, in a mapping of its own that goes away with the tenso
 would keep every page read so far in the process's RSS until the file is closed), and a writer lays out the header
 first, then takes each tensor (or a run of its rows) at its offset, in any order. The format is the public one:
 8-byte little-endian header length, JSON header, raw data.
+
+Whole small files (a gene's bytes, importance scores, a legacy whole-checkpoint read) go through the reference
+implementation, the ``safetensors`` package: :func:`load_file`, :func:`load` and :func:`save` are the one place zoo
+calls it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .dtypes import DtypeTable
+from ..dtypes import DtypeTable
 
 if TYPE_CHECKING:
     import torch
@@ -111,6 +115,27 @@ class SafetensorsReader(Mapping[str, "torch.Tensor"]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._where
+
+
+def load_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file, read at once (``safetensors.torch.load_file``)."""
+    from safetensors.torch import load_file as reference_load_file
+
+    return reference_load_file(str(path))
+
+
+def load(data: bytes) -> dict[str, torch.Tensor]:
+    """The tensors of a whole safetensors file held in ``data``, copied out of it (``safetensors.torch.load``)."""
+    from safetensors.torch import load as reference_load
+
+    return reference_load(data)
+
+
+def save(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
+    """``tensors`` as the bytes of a safetensors file (``safetensors.torch.save``)."""
+    from safetensors.torch import save as reference_save
+
+    return reference_save(dict(tensors), metadata=dict(metadata) if metadata is not None else None)
 
 
 def load_buffer(buffer: bytearray) -> dict[str, torch.Tensor]:
