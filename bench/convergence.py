@@ -91,6 +91,7 @@ class Method:
     bundled: str | None = None  # use this learngene of registry.db.example instead of adding one
     reset_calibrated: bool = False  # leave genes tuned to the last layer at init even if the strategy keeps it
     samples: int = 64  # ordered learngenes: calibration sequences or images
+    adjust: Callable[[Task, torch.nn.Module], None] | None = None  # a change to the built model (an ablation)
     note: str = ""
 
 
@@ -454,7 +455,23 @@ def build(task: Task, method: Method, genes: Learngenes, seed: int = SEED) -> to
     with torch.no_grad():
         genome = materialize(records, adapter.sizes(config), transform, strategy, info.transform_params, method.stats)
     torch.manual_seed(seed)
-    return adapter.build(config, genome)
+    model = adapter.build(config, genome)
+    if method.adjust is not None:
+        with torch.no_grad():
+            method.adjust(task, model)
+    return model
+
+
+def head_gain_per_copy(task: Task, model: torch.nn.Module) -> None:
+    """A grown BERT's copied residual channels count once per copy in the decoder tied to the word embeddings
+    (the embeddings' columns cannot be divided: the stream needs them whole); dividing the masked-LM head's
+    LayerNorm gain by each channel's number of copies makes the decoder sum what the source's would."""
+    from zoo_plugins.strategies.baselines import duplicate_indices
+
+    source = int(checkpoint(task.source).config["hidden_size"])
+    norm = model.cls.predictions.transform.LayerNorm
+    index = duplicate_indices(source, norm.weight.numel())  # the even spread both growth rules copy by
+    norm.weight.div_(torch.bincount(index)[index].to(norm.weight))
 
 
 # -- training ------------------------------------------------------------------------------------------------------
@@ -691,6 +708,9 @@ def ordered_ablation_methods(task: Task) -> list[Method]:
         *(replace(ORDERED, name=f"ordered: the last {k} layers", strategy=OrderedStrategy(depth=f"last:{k}"))
           for k in (2, 3, 4)),
         replace(ORDERED, name="ordered: layers spread", strategy=OrderedStrategy(depth="spread")),
+        *([replace(ORDERED, name="ordered + head gain per copy", adjust=head_gain_per_copy),
+           replace(DUPLICATE, name="duplicate + head gain per copy", adjust=head_gain_per_copy)]
+          if task.arch == "bert" and task.direction == "small-to-large" else []),
         replace(ORDERED, name="ordered: final norm reset", reset_calibrated=True),
         replace(ORDERED, name="ordered + norm gain", strategy=OrderedStrategy(norm_gain=True)),
         replace(ORDERED, name="ordered: no noise", strategy=OrderedStrategy(noise=0.0)),
@@ -847,6 +867,14 @@ def read_log(path: Path) -> dict[str, Any]:
 
 
 # -- main ----------------------------------------------------------------------------------------------------------
+def _sizes(text: str) -> dict[str, int]:
+    try:
+        pairs = [item.split("=", 1) for item in text.split(",")]
+        return {key.strip(): int(value) for key, value in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected KEY=N[,KEY=N...] (e.g. layers=12,hidden=384), got {text!r}")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="\n\n".join(__doc__.split("\n\n")[-1:]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -855,6 +883,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ablations", action="store_true", help="run the ablation grid instead (docs/ablations.md)")
     p.add_argument("--steps", type=int, help="override every family's number of training steps")
     p.add_argument("--lr", type=float, help="override every family's learning rate (to check a family's choice)")
+    p.add_argument("--sizes", type=_sizes, help="override the target's sizes, e.g. layers=12,hidden=384 "
+                   "(the family's name gets them appended)")
     p.add_argument("--smoke", action="store_true", help="a few steps at tiny sizes: checks the pipeline (CI)")
     p.add_argument("--out", help="folder for the markdown, PNGs and JSON [default: docs/; a temporary folder with --smoke]")
     p.add_argument("--json", help="also write all curves as JSON here")
@@ -907,6 +937,8 @@ def main(argv: list[str] | None = None) -> int:
                     seeds = {run["seed"] for run in mine.get("runs", [])}
                     mine.setdefault("runs", []).extend(r for r in method["runs"] if r["seed"] not in seeds)
                     mine["runs"].sort(key=lambda r: r["seed"])
+        order = list(FAMILIES)  # the families in their usual order, whichever file held them first
+        families.sort(key=lambda f: order.index(f["task"]) if f["task"] in order else len(order))
         for f in families:
             f["seeds"] = sorted({r["seed"] for m in f["methods"].values() for r in m.get("runs", [])})
         notes = {m.name: m.note for m in (RANDOM, ORDERED, DCT, DCT_UNCALIBRATED, DWT, SELECT, DUPLICATE, BUNDLED)}
@@ -929,6 +961,10 @@ def main(argv: list[str] | None = None) -> int:
                                                                                          args.steps // 4)))
             if args.lr:
                 task.budget = replace(task.budget, lr=args.lr)
+            if args.sizes:  # another target for the same source and task (where does a family lose?)
+                task.sizes = {**task.sizes, **args.sizes}
+                task.name += "@" + "x".join(str(v) for v in task.sizes.values())
+                task.describe += f" (target sizes overridden: {args.sizes})"
             if args.ablations:
                 methods = ablation_methods(task) + ordered_ablation_methods(task)[2:]
             else:

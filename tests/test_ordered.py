@@ -133,8 +133,7 @@ def test_shrinking_keeps_the_most_important_units_and_layers(minilm_dir, tmp_pat
 
     source = AutoModel.from_pretrained(minilm_dir)
     hidden = top_units(cal.scores["hidden"], 256)  # the 256 best channels, in their source order
-    layers = contiguous_cut(cal, 6, 3).tolist()  # the default depth rule (docs/ablations.md)
-    assert layers[0] == 0 and layers[-1] == 5 and len(layers) == 3
+    layers = [0, 1, 5]  # the default depth rule: the first layers and the last (docs/ablations.md)
     for j, layer in enumerate(layers):
         ffn = top_units(cal.scores["ffn"][layer], 1024)
         want = source.encoder.layer[layer].intermediate.dense.weight[ffn][:, hidden]
@@ -283,3 +282,16 @@ def test_depth_rules_pick_the_source_layers_a_shallower_target_keeps(tmp_path, r
             materialize(registry.genes("o"), adapter.sizes(config), cat.transform("ordered"),
                         OrderedStrategy(depth="last:0").for_learngene(strategy.calibration), info.transform_params,
                         "restore")
+
+
+def test_the_depth_rule_comes_from_the_family_through_calibration(tmp_path):
+    from zoo_plugins.transforms.ordered import OrderedStrategy
+
+    assert OrderedStrategy().for_learngene(Calibration({}, {"depth_rule": "last:2"})).depth == "last:2"
+    assert OrderedStrategy().for_learngene(Calibration({})).depth == "ends"  # older learngenes, other families
+    assert OrderedStrategy().for_learngene(None).depth == "ends"
+    assert OrderedStrategy(depth="first").for_learngene(Calibration({}, {"depth_rule": "last:2"})).depth == "first"
+    src = tmp_path / "llama"
+    _tiny_llama(src, layers=6)
+    info = zoo.add_learngene(str(src), transform="ordered", name="o", registry=tmp_path / "r.db", calibrate="none")
+    assert info.calibration_meta["depth_rule"] == zoo.catalog().architecture("llama").depth_rule == "contiguous"

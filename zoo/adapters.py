@@ -36,7 +36,9 @@ class ArchitectureAdapter(Protocol):
 
     Optional members, used when present: ``target_options`` (name -> help) with ``apply_options(config, options)
     -> config`` (``--set KEY=VALUE``), ``load_code(config, out_dir) -> str`` (how to load what ``save`` wrote,
-    when it is not ``from_pretrained``) and ``depth_calibrated_genes`` (:mod:`zoo.calibrate`).
+    when it is not ``from_pretrained``), ``depth_calibrated_genes`` (:mod:`zoo.calibrate`) and ``depth_rule``
+    (which source blocks a shallower target keeps, for a strategy that chooses: a rule of the ``ordered``
+    strategy's ``depth``; calibration records it with the learngene).
 
     Declared capabilities (off when absent): ``lazy_read``: extraction calls ``gene_groups(state, config)``
     instead of ``to_genome``; ``streamable``: models are built by ``build_from`` and written to disk through the

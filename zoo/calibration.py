@@ -344,11 +344,25 @@ def structure(genome: Genome) -> dict[str, bool]:
     return {"pre_norm": "final_norm.weight" in genome}
 
 
+def family_hints(adapter: Any) -> dict[str, str]:
+    """What the family's adapter says about resizing it, stored with the scores (``depth_rule``: which blocks a
+    shallower target keeps)."""
+    rule = getattr(adapter, "depth_rule", None)
+    return {"depth_rule": str(rule)} if rule else {}
+
+
 def calibrate(adapter: Any, checkpoint: Any, genome: Genome, data: str | Path = "default",
               samples: int = DEFAULT_SAMPLES, device: Any = None) -> Calibration:
     """Importance scores of ``checkpoint``'s units (see the module docstring). ``data``: ``"default"``, ``"none"``
     or a path; ``genome``: the source's genes, in memory."""
     start = time.perf_counter()
+    calibration = _calibrate(adapter, checkpoint, genome, data, samples, device, start)
+    calibration.meta.update(family_hints(adapter))
+    return calibration
+
+
+def _calibrate(adapter: Any, checkpoint: Any, genome: Genome, data: str | Path, samples: int, device: Any,
+               start: float) -> Calibration:
     config = checkpoint.config
     sizes = adapter.sizes(config)
     if str(data) == "none":

@@ -92,6 +92,9 @@ class LlamaLayout(TransformersAdapter):
     # the final RMSNorm's gain is calibrated for the source's last layer; a shallower target starts with it at ones
     # (zoo.calibrate explains why and what it measured)
     depth_calibrated_genes = ("final_norm.weight",)
+    # a decoder's deep blocks before its last ones change the stream least (Gromov et al.), and its last ones
+    # prepare the tied output layer: measured in docs/ablations.md
+    depth_rule = "contiguous"
 
     def sizes(self, config: Mapping[str, Any]) -> dict[str, int]:
         sizes = super().sizes(config)  # head_dim defaults to hidden // heads when the config leaves it out

@@ -13,7 +13,9 @@ every reader and writer of an axis, and units are never blended across a nonline
   important units of each ranked axis, in their source order. It declares ``needs_calibration``, so ``learngene
   add`` calibrates the source first, and stores the scores with the learngene.
 * strategy ``ordered``: builds the target from those weights. Shrinking keeps the most important units of each
-  axis and the layers chosen by ``depth`` (by default the first ones and the last; see docs/ablations.md).
+  axis and the layers chosen by ``depth`` (by default the first ones and the last; for a family whose adapter
+  declares a ``depth_rule``, that one: Llama drops the run of deep blocks that changes the stream least; see
+  docs/ablations.md).
   Growing a pre-norm model adds units that compute nothing yet (zero residual channels, zero-output neurons and
   heads) and copies layers with their writers zeroed, so the grown model computes the source's function. Growing a
   post-norm one copies units and layers evenly (Net2Net, as the ``duplicate`` baseline does; copying the most
@@ -141,7 +143,8 @@ class OrderedStrategy:
     """``noise``: std of the symmetry-breaking noise on replicated inputs, relative to the gene's std (0: none).
     ``norm_gain``: scale a norm's gain by ``sqrt(rho * D / d)`` when residual channels are dropped (rho: the
     energy share of the kept channels at the norm's input), so its kept outputs keep their scale. ``depth``:
-    ``influence`` (first and last block, then by block influence) or ``first`` (the first layers). ``stack``, when
+    which source layers a shallower target keeps, one of ``DEPTH_RULES`` (see :func:`_depth_ranking`); ``auto``
+    (the default) takes the family's ``depth_rule`` as calibration recorded it, else ``ends``. ``stack``, when
     growing depth: ``copy`` (a copied layer as it is), ``zero`` (the copy's writers into the residual stream start
     at zero: the block adds nothing until trained) or ``half`` (the original's and the copy's writers halved);
     ``grow_depth``: which layers are copied, ``influence`` (the most influential) or ``spread`` (evenly, as
@@ -160,7 +163,7 @@ class OrderedStrategy:
     needs_calibration: bool = True
     noise: float = 0.01
     norm_gain: bool = False
-    depth: str = "contiguous"
+    depth: str = "auto"
     stack: str = "auto"
     grow_depth: str = "spread"
     grow_units: str = "spread"
@@ -177,6 +180,8 @@ class OrderedStrategy:
     def for_learngene(self, calibration: Calibration | None) -> OrderedStrategy:
         """This strategy bound to a learngene's calibration (zoo does this before materializing)."""
         bound = replace(self, calibration=calibration)
+        if bound.depth == "auto":
+            bound = replace(bound, depth=str((calibration.meta if calibration else {}).get("depth_rule") or "ends"))
         pre_norm = _pre_norm(calibration)
         if bound.grow == "auto":
             bound = replace(bound, grow="fresh" if pre_norm else "copy")
