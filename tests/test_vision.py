@@ -462,3 +462,24 @@ def test_benchmark_digits_reach_dinov2_as_images(dinov2):
         normalized = _between_image_share(model.embeddings(x))
         raw = _between_image_share(model.embeddings(x * STD + MEAN))  # the same images in [0, 1]
     assert normalized > 0.2 > raw * 2, (normalized, raw)
+
+
+@pytest.mark.parametrize("strategy, sizes, img_size", [
+    ("duplicate", dict(hidden=96, heads=6), 16),  # widths grow while the 4 x 4 grid shrinks to 2 x 2
+    ("select", dict(hidden=24, heads=3), 64),  # widths shrink while the grid grows to 8 x 8
+])
+def test_baselines_resample_the_position_grid_in_either_direction(tmp_path, strategy, sizes, img_size):
+    from zoo_plugins.strategies.baselines import duplicate_indices, select_indices, spatial_indices
+
+    name, kwargs = TIMM_MODELS["vit"]
+    source = make_timm(name, **kwargs)
+    registry = tmp_path / "r.db"
+    zoo.add_learngene(str(timm_folder(source, tmp_path / "src")), transform="dct", keep=1.0, name="src",
+                      registry=registry)
+    model = zoo.materialize(learngene="src", registry=registry, strategy=strategy, stats="none",
+                            options={"img_size": img_size}, **sizes)
+    grid = source.pos_embed[0, 1:].reshape(4, 4, 48)  # the source's patch positions (after the class token's)
+    rows = spatial_indices(4, img_size // 8)
+    got = model.pos_embed[0, 1:].reshape(len(rows), len(rows), -1)
+    units = (duplicate_indices if strategy == "duplicate" else select_indices)(48, sizes["hidden"])
+    assert torch.allclose(got, grid[rows][:, rows][..., units], atol=1e-5)

@@ -68,6 +68,16 @@ def source_weights(record: GeneRecord, transform: Transform, params: Mapping[str
     return z * std + mean
 
 
+# A token grid is not a set of units: both baselines resample it in either direction (nearest grid points), as a
+# ViT run at another image size interpolates its position table.
+SPATIAL_ROLES = frozenset({"grid_h", "grid_w"})
+
+
+def spatial_indices(n: int, m: int) -> torch.Tensor:
+    """Source grid point of each of ``m`` target points: evenly spread when shrinking, repeated when growing."""
+    return select_indices(n, m) if m < n else duplicate_indices(n, m)
+
+
 class _Baseline:
     """Shared shape checks and the ``resize`` protocol method; subclasses give per-axis index maps."""
 
@@ -83,7 +93,7 @@ class _Baseline:
 
     def _check(self, role: str, n: int, m: int) -> None:
         check_fixed_axes((role,), (n,), (m,))
-        if resizable(role) and ((m < n) if self.grows else (m > n)):
+        if resizable(role) and role not in SPATIAL_ROLES and ((m < n) if self.grows else (m > n)):
             other = "select" if self.grows else "duplicate"
             raise InvalidConfigError(
                 f"resize strategy '{self.name}' only {'grows' if self.grows else 'shrinks'} axes, but '{role}' goes "
@@ -101,7 +111,8 @@ class _Baseline:
             self._check(role, n, m)
             if n == m:
                 continue
-            index = (self.layer_map if role == DEPTH else self.unit_map)(n, m).to(w.device)
+            mapping = self.layer_map if role == DEPTH else spatial_indices if role in SPATIAL_ROLES else self.unit_map
+            index = mapping(n, m).to(w.device)
             out = out.index_select(dim, index)
             if dim >= first_input:
                 counts = torch.bincount(index, minlength=n).to(out.dtype)[index]
