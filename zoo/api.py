@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shlex
-import shutil
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -15,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .adapters import DEFAULT_MAX_PARAMS
+from .app.resources import EXTRACT_WORKERS, check_disk, check_memory, progress_bar
 from .calibrate import depth_calibrated
 from .dtypes import STORAGE_DTYPES
 from .errors import InvalidConfigError, UnknownNameError, ZooError
@@ -42,9 +40,6 @@ if TYPE_CHECKING:
 
 DEFAULT_KEEP = 1.0  # the ablations in docs/ablations.md: keep 1 trains best; lower it to store less
 DEFAULT_TRANSFORM = "ordered"  # docs/results.md: it trains fastest on every family
-# layers (extracting) or genes (materializing) worked on at once, each on one torch thread: FFTs and small
-# products scale better across tensors than inside one (docs/performance.md)
-EXTRACT_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 def add_learngene(
@@ -147,7 +142,7 @@ def _add(reg: Registry, source: str, transform: str, transform_obj: Any, keep_ra
     # and is then removed with the rest)
     with ThreadPoolExecutor(1, thread_name_prefix="zoo-sha256") as hasher, reg.staging(info) as staged, \
             ThreadPoolExecutor(1, thread_name_prefix="zoo-write") as writer, \
-            _bar(sum(len(g.genes) for g in groups), f"extract {info_name}", progress) as bar:
+            progress_bar(sum(len(g.genes) for g in groups), f"extract {info_name}", progress) as bar:
         digest = hasher.submit(checkpoint.sha256)
         written: Future[None] | None = None
         for record in records:
@@ -159,13 +154,6 @@ def _add(reg: Registry, source: str, transform: str, transform_obj: Any, keep_ra
             written.result()
         staged.publish(replace(info, source_sha256=digest.result(), created_at=now()), checkpoint.assets)
     return reg.get(info.name)
-
-
-def _bar(total: int, description: str, enabled: bool) -> Any:
-    """A per-gene progress bar on stderr, shown only on a terminal (logs and pipes stay clean)."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=description, unit="gene", disable=None if enabled else True, leave=False)
 
 
 def pick_learngene(reg: Registry, request: MaterializeRequest) -> tuple[LearngeneInfo, Any]:
@@ -188,45 +176,6 @@ def pick_learngene(reg: Registry, request: MaterializeRequest) -> tuple[Learngen
             f"add one with `zoo learngene add SOURCE`"
         )
     return latest, adapter
-
-
-def _check_memory(params: int, device: torch.device) -> None:
-    import torch
-
-    need = params * 4
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        available = free
-    else:
-        try:  # MemAvailable counts reclaimable page cache; free pages alone shrink after any large file write
-            meminfo = Path("/proc/meminfo").read_text()
-            available = int(re.search(r"MemAvailable:\s+(\d+)", meminfo).group(1)) * 1024  # type: ignore[union-attr]
-        except (OSError, AttributeError, ValueError):
-            try:
-                available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-            except (ValueError, OSError, AttributeError):
-                available = None
-    if params > DEFAULT_MAX_PARAMS or (available is not None and need * 2 > available):
-        raise InvalidConfigError(
-            f"the target has {params:,} parameters and needs about {2 * need / 2**30:.1f} GiB to build "
-            f"({(available or 0) / 2**30:.1f} GiB free on {device.type}); choose smaller sizes"
-        )
-
-
-def _check_disk(params: int, out_dir: Path | None) -> None:
-    need = params * 4
-    folder = out_dir
-    while folder is not None and not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    try:
-        free = shutil.disk_usage(folder or ".").free
-    except OSError:
-        free = None
-    if params > DEFAULT_MAX_PARAMS or (free is not None and need > free):
-        raise InvalidConfigError(
-            f"the target has {params:,} parameters and needs about {need / 2**30:.1f} GiB to build on disk "
-            f"({(free or 0) / 2**30:.1f} GiB free at {folder}); choose smaller sizes"
-        )
 
 
 def materialize(
@@ -530,9 +479,9 @@ def _plan(reg: Registry, request: MaterializeRequest, dev: torch.device, out: st
     config = request.target_config(adapter, info.source_config)
     out_dir = check_out(out, reg) if out is not None else None  # before any work: refusing late wastes it
     if in_memory or not assemble.streamable(adapter):
-        _check_memory(adapter.parameter_count(config), dev)
+        check_memory(adapter.parameter_count(config), dev)
     else:  # streamed to disk: memory holds about one gene, the files hold the model
-        _check_disk(adapter.parameter_count(config), out_dir)
+        check_disk(adapter.parameter_count(config), out_dir)
     records = reg.genes(info.name, device=dev, lazy=not in_memory)  # streamed: one gene's tensors at a time
     sizes = adapter.sizes(config)
     # a gene the target has no room for (a classifier for another class count, a role it lacks) is left out: its
@@ -566,7 +515,7 @@ def _counted(items: Iterator[tuple[str, int | None, torch.Tensor]], bar: Any) ->
 
 
 def _progress_bar(job: _Job, enabled: bool) -> Any:
-    return _bar(len(job.records), f"materialize {job.info.name}", enabled)
+    return progress_bar(len(job.records), f"materialize {job.info.name}", enabled)
 
 
 def _build(job: _Job, progress: bool) -> torch.nn.Module:
