@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .app.learngenes import list_learngenes, remove_learngene, show_learngene
 from .app.resources import EXTRACT_WORKERS, check_disk, check_memory, progress_bar
 from .calibrate import depth_calibrated
 from .dtypes import STORAGE_DTYPES
-from .errors import InvalidConfigError, UnknownNameError, ZooError
+from .errors import InvalidConfigError, ZooError
 from .extraction import extract_groups, gene_groups, kept_size, parse_keep
 from .genes import DEPTH, genome_of, resizable, shape_for
 from .hf import assemble
@@ -563,33 +564,3 @@ def _report(job: _Job, model_class: str, parameters: int, fresh: list[str],
 def _fits(record: Any, sizes: dict[str, int]) -> bool:
     return all(role in sizes and (resizable(role) or sizes[role] == n)
                for role, n in zip(record.axes, record.source_shape))
-
-
-def list_learngenes(registry: Registry | str | None = None, family: str | None = None) -> list[LearngeneInfo]:
-    """The registry's learngenes, oldest first; ``family`` may be an alias (``gpt``), an unknown one is an error."""
-    with registry_session(registry) as reg:
-        if family:
-            family = _family(reg, family)
-        return reg.list(family=family)
-
-
-def _family(reg: Registry, family: str) -> str:
-    """A family name as stored: an installed architecture or its alias, or a family the registry holds (whose
-    plugin may not be installed here)."""
-    try:
-        return catalog().architecture(family).name
-    except UnknownNameError as exc:
-        stored = {info.family for info in reg.list()}
-        if family in stored:
-            return family
-        raise UnknownNameError("family", family, [*exc.valid, *stored]) from None
-
-
-def show_learngene(name: str, registry: Registry | str | None = None) -> LearngeneInfo:
-    with registry_session(registry) as reg:
-        return reg.get(name, detail=True)
-
-
-def remove_learngene(name: str, registry: Registry | str | None = None) -> None:
-    with registry_session(registry) as reg:
-        reg.remove(name)
