@@ -70,8 +70,9 @@ elif case == "add":
 elif case == "extract":  # add's transforms alone: no source hash, no encoding, no registry
     import zoo
     from pathlib import Path
-    from zoo.api import EXTRACT_WORKERS, find_adapter
+    from zoo.app.resources import EXTRACT_WORKERS
     from zoo.extraction import extract_groups, gene_groups, parse_keep
+    from zoo.resolver import find_adapter
     from zoo.sources import from_local
     dct = zoo.catalog().transform("dct")
     start = time.perf_counter()

@@ -13,6 +13,12 @@
   everything that imports it (the registry, the application layer, ``api``, ``cli``, ``testing``, the plugins)
   sits above it. Outside ``zoo.hf`` the two libraries are used directly only by the application-layer modules in
   ``HF_USERS``, each with the reason.
+- The top of the graph (``TOP_LAYERS``), from the top down: the commands and the testing kit; the facade (``zoo.api``
+  and the package's lazy re-exports); the application package ``zoo.app`` (adding, materializing, listing). Each
+  imports only its own layer and the ones below it, and every other zoo module (the registry, ``zoo.hf``, the core
+  and the application layer's other modules: resolver, request, model folders, calibration, refine, sharing) sits
+  below ``zoo.app`` and imports none of them. ``zoo.app`` is imported only by ``zoo.api``: the CLI reaches it
+  through the facade, which defines nothing but the keyword forms of the public functions.
 """
 
 from __future__ import annotations
@@ -52,6 +58,15 @@ HF_USERS = {
     ("zoo.refine_train", "transformers"): "the training task of a model type and its tokenizer (auto mappings)",
     ("zoo.cli", "transformers"): "quiets transformers' own logging and progress bars (--quiet, no terminal)",
 }
+APP = "zoo.app"  # the application layer's package: adding learngenes, materializing, listing (zoo/app/__init__.py)
+FACADE = "zoo.api"
+# The top of the graph, from the top down: each layer's name and modules (a package counts with its submodules,
+# but for the zoo package itself: its __init__ only).
+TOP_LAYERS = (
+    ("the commands and the testing kit", frozenset({"zoo.cli", "zoo.__main__", "zoo.testing"})),
+    ("the facade", frozenset({FACADE, "zoo"})),  # zoo/__init__.py loads the public functions from zoo.api
+    ("the application layer", frozenset({APP})),
+)
 
 
 @dataclass
@@ -280,9 +295,21 @@ def in_hf(name: str) -> bool:
     return name == HF or name.startswith(HF + ".")
 
 
+def top_layer(name: str) -> int | None:
+    """The index in ``TOP_LAYERS`` of the layer a module is in (0 the top), ``None`` below them."""
+    for index, (_, members) in enumerate(TOP_LAYERS):
+        if name in members or any(name.startswith(member + ".") for member in members if member != "zoo"):
+            return index
+    return None
+
+
 def test_the_scan_sees_the_layers(graph):
     # guards the layering checks below against a scan that finds nothing, or a core module renamed away
     assert sorted(CORE - set(graph)) == []
+    assert {"zoo.app.add", "zoo.app.build"} <= graph[FACADE].imports
+    assert "zoo.hf.assemble" in graph["zoo.app.build"].imports and "zoo.registry" in graph["zoo.app.add"].imports
+    assert [top_layer(n) for n in ("zoo.cli", "zoo", FACADE, "zoo.app.build", "zoo.registry", "zoo.hf")] \
+        == [0, 1, 1, 2, None, None]
     assert "transformers" in {t for _, t in graph["zoo.hf.adapter"].deferred}
     assert "safetensors" in {t for _, t in graph["zoo.hf.safetensors_io"].deferred}
     assert "zoo.adapters" in graph["zoo.hookspecs"].type_only and "zoo.adapters" not in graph["zoo.hookspecs"].imports
@@ -316,3 +343,42 @@ def test_transformers_and_safetensors_are_used_through_zoo_hf(graph):
             for target in graph[name].every_import() if target in HF_LIBRARIES}
     assert sorted(used - set(HF_USERS)) == []  # a new direct use: go through zoo.hf, or list it with the reason
     assert sorted(set(HF_USERS) - used) == []  # an exception no longer needed
+
+
+def test_the_top_layers_import_only_downwards(graph):
+    # the application layer never imports the facade or the CLI; the facade never imports the CLI or the testing kit
+    offences = []
+    for name, module in graph.items():
+        at = top_layer(name)
+        for target in module.every_import():
+            above = top_layer(target) if target in graph else None
+            if above is not None and (at is None or above < at):
+                where = TOP_LAYERS[at][0] if at is not None else "below them"
+                offences.append(f"{name} ({where}) imports {target} ({TOP_LAYERS[above][0]})")
+    assert sorted(offences) == []
+
+
+def test_only_the_facade_imports_the_application_layer(graph):
+    # the CLI and everything else reach zoo.app through zoo.api, so the facade is the application layer's one door
+    importers = sorted({name for name, module in graph.items() if top_layer(name) != top_layer(APP)
+                        for target in module.every_import() if target == APP or target.startswith(APP + ".")})
+    assert importers == [FACADE]
+
+
+def test_the_facade_defines_only_the_public_functions(graph):
+    # zoo.api is a table of the public functions: the keyword forms it defines and the application layer's it
+    # imports; it holds no helpers, classes or settings of its own
+    tree = ast.parse(graph[FACADE].path.read_text())
+    package = ast.parse((PACKAGE / "__init__.py").read_text())
+    public = next(ast.literal_eval(node.value) for node in package.body if isinstance(node, ast.Assign)
+                  and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets))
+    lazy = next(ast.literal_eval(node.value) for node in package.body if isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == "_LAZY" for t in node.targets))
+    exported = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                    and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets))
+    defined = [node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))]
+    assigned = [ast.unparse(t) for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target])]
+    assert defined and sorted(set(defined) - set(public)) == []
+    assert assigned == ["__all__"]
+    assert sorted({name for name, module in lazy.items() if module == FACADE} - set(exported)) == []
