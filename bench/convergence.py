@@ -624,7 +624,7 @@ def sorted_source(source: str, out: Path) -> None:
     coordinates by the unstacked genes such as embeddings, heads and neurons per layer by every gene with that
     axis). The permutations are a symmetry of the network (the check below runs both), so the copy computes the
     same function; only the order a spectral transform sees changes."""
-    from zoo.api import find_adapter
+    from zoo.resolver import find_adapter
     from zoo.genes import DEPTH, Gene
 
     ckpt = checkpoint(source)
@@ -973,7 +973,7 @@ def main(argv: list[str] | None = None) -> int:
                     [RANDOM, ORDERED, DCT] + ([DCT_UNCALIBRATED] if calibrated and task.direction == "large-to-small"
                                            else []) + ([DWT] if "dwt" in transforms else []) + task.baselines()
             if args.methods:
-                wanted = args.methods.split(",")
+                wanted = [name.strip() for name in args.methods.split(",")]
                 unknown = sorted(set(wanted) - {m.name for m in methods})
                 if unknown:
                     sys.exit(f"error: {task.name} has no methods {unknown}; valid: {', '.join(m.name for m in methods)}")

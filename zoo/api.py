@@ -15,7 +15,7 @@ from .app.learngenes import list_learngenes, remove_learngene, show_learngene
 from .hf import assemble
 from .importance import DEFAULT_SAMPLES
 from .request import DEFAULT_SEED, MaterializeRequest
-from .resolver import default_learngene_name, find_adapter
+from .resolver import default_learngene_name
 
 if TYPE_CHECKING:
     import torch
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_KEEP", "DEFAULT_SAMPLES", "DEFAULT_TRANSFORM", "add_learngene", "list_learngenes", "materialize",
     "materialize_request", "materialize_request_to_disk", "materialize_to_disk", "remove_learngene", "show_learngene",
-    # the source resolver's family and learngene name of a checkpoint, as scripts (bench/) call them
-    "default_learngene_name", "find_adapter",
+    # the learngene name the source resolver gives a checkpoint
+    "default_learngene_name",
 ]
 
 
