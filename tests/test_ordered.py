@@ -28,6 +28,24 @@ def _tiny_llama(folder, heads=4, kv_heads=2, hidden=32, layers=3, ffn=48):
     return model.eval()
 
 
+def _built_by(strategy, src, folder, **sizes):
+    """The model ``strategy`` (an ``OrderedStrategy`` of the test's own) builds at ``sizes`` from a weights-only
+    ordered learngene of the source at ``src`` (a registry in ``folder``), bypassing zoo.materialize's choice."""
+    from zoo.materialization import materialize
+
+    reg = folder / "r.db"
+    zoo.add_learngene(str(src), transform="ordered", name="o", registry=reg, calibrate="none")
+    registry = zoo.open_registry(reg)
+    info, cat = registry.get("o"), zoo.catalog()
+    adapter = cat.architecture("llama")
+    config = adapter.target_config(info.source_config, **sizes)
+    bound = strategy.for_learngene(Calibration.from_bytes(info.calibration))
+    with torch.no_grad():
+        genome = materialize(registry.genes("o"), adapter.sizes(config), cat.transform("ordered"), bound,
+                             info.transform_params, "restore")
+    return adapter.build(config, genome)
+
+
 def test_calibration_bytes_round_trip_and_metadata_reads_without_tensors():
     cal = Calibration({"hidden": torch.tensor([3.0, 1.0, 2.0]), "depth": torch.tensor([0.1, 0.5])},
                       {"data": "x", "samples": 4})
@@ -216,22 +234,11 @@ def test_growing_a_pre_norm_source_with_fresh_units_is_function_preserving_at_an
     """``grow="fresh"`` (the default for a pre-norm source such as Llama): new residual channels are zero in the
     stream (RMSNorm's gain is rescaled for them), new neurons have zero outputs, so the grown model computes the
     source's logits even at non-integer factors, and the new units are not copies of old ones."""
-    from zoo.materialization import materialize
     from zoo_plugins.transforms.ordered import OrderedStrategy
 
     src = tmp_path / "llama"
     source = _tiny_llama(src)
-    reg = tmp_path / "r.db"
-    zoo.add_learngene(str(src), transform="ordered", name="o", registry=reg, calibrate="none")
-    registry = zoo.open_registry(reg)
-    info, cat = registry.get("o"), zoo.catalog()
-    adapter = cat.architecture("llama")
-    config = adapter.target_config(info.source_config, hidden=40, heads=4, head_dim=8, ffn=72)
-    strategy = OrderedStrategy(grow="fresh").for_learngene(Calibration.from_bytes(info.calibration))
-    with torch.no_grad():
-        genome = materialize(registry.genes("o"), adapter.sizes(config), cat.transform("ordered"), strategy,
-                             info.transform_params, "restore")
-    grown = adapter.build(config, genome).eval()
+    grown = _built_by(OrderedStrategy(grow="fresh"), src, tmp_path, hidden=40, heads=4, head_dim=8, ffn=72).eval()
     ids = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         # up to RMSNorm's eps, which the zero channels do not scale down with the mean square
@@ -258,30 +265,18 @@ def test_growth_follows_the_norm_placement_recorded_by_calibration():
     ("contiguous", [0, 1, 5]),  # a weights-only calibration measures no stream distances: ends
 ])
 def test_depth_rules_pick_the_source_layers_a_shallower_target_keeps(tmp_path, rule, layers):
-    from zoo.materialization import materialize
     from zoo_plugins.transforms.ordered import OrderedStrategy
 
     src = tmp_path / "llama"
     source = _tiny_llama(src, layers=6)
-    reg = tmp_path / "r.db"
-    zoo.add_learngene(str(src), transform="ordered", name="o", registry=reg, calibrate="none")
-    registry = zoo.open_registry(reg)
-    info, cat = registry.get("o"), zoo.catalog()
-    adapter = cat.architecture("llama")
-    config = adapter.target_config(info.source_config, layers=3)
-    strategy = OrderedStrategy(depth=rule).for_learngene(Calibration.from_bytes(info.calibration))
-    with torch.no_grad():
-        genome = materialize(registry.genes("o"), adapter.sizes(config), cat.transform("ordered"), strategy,
-                             info.transform_params, "restore")
-    model = adapter.build(config, genome)
+    model = _built_by(OrderedStrategy(depth=rule), src, tmp_path, layers=3)
     for j, layer in enumerate(layers):
         assert torch.allclose(model.model.layers[j].self_attn.q_proj.weight,
                               source.model.layers[layer].self_attn.q_proj.weight, atol=1e-6), (j, layer)
     if rule == "last:2":
+        (tmp_path / "bad").mkdir()
         with pytest.raises(InvalidConfigError, match="unknown depth rule 'last:0'; valid: first, ends, last:K"):
-            materialize(registry.genes("o"), adapter.sizes(config), cat.transform("ordered"),
-                        OrderedStrategy(depth="last:0").for_learngene(strategy.calibration), info.transform_params,
-                        "restore")
+            _built_by(OrderedStrategy(depth="last:0"), src, tmp_path / "bad", layers=3)
 
 
 def test_the_depth_rule_comes_from_the_family_through_calibration(tmp_path):

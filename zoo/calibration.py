@@ -355,14 +355,14 @@ def calibrate(adapter: Any, checkpoint: Any, genome: Genome, data: str | Path = 
               samples: int = DEFAULT_SAMPLES, device: Any = None) -> Calibration:
     """Importance scores of ``checkpoint``'s units (see the module docstring). ``data``: ``"default"``, ``"none"``
     or a path; ``genome``: the source's genes, in memory."""
-    start = time.perf_counter()
-    calibration = _calibrate(adapter, checkpoint, genome, data, samples, device, start)
+    calibration = _calibrate(adapter, checkpoint, genome, data, samples, device)
     calibration.meta.update(family_hints(adapter))
     return calibration
 
 
-def _calibrate(adapter: Any, checkpoint: Any, genome: Genome, data: str | Path, samples: int, device: Any,
-               start: float) -> Calibration:
+def _calibrate(adapter: Any, checkpoint: Any, genome: Genome, data: str | Path, samples: int,
+               device: Any) -> Calibration:
+    start = time.perf_counter()
     config = checkpoint.config
     sizes = adapter.sizes(config)
     if str(data) == "none":
