@@ -442,6 +442,7 @@ def target_config(task: Task, info: Any = None, method: Method | None = None) ->
 def build(task: Task, method: Method, genes: Learngenes, seed: int = SEED) -> torch.nn.Module:
     """The target model initialized by ``method``; parameters no gene covers get the family's random init."""
     import zoo
+    from zoo.app.build import divide_per_copy_starts
     from zoo.calibrate import depth_calibrated
     from zoo.importance import Calibration
     from zoo.materialization import materialize
@@ -485,22 +486,19 @@ def build(task: Task, method: Method, genes: Learngenes, seed: int = SEED) -> to
         genome = materialize(records, adapter.sizes(config), transform, strategy, info.transform_params, method.stats)
     torch.manual_seed(seed)
     model = adapter.build(config, genome)
+    starts = getattr(model, "zoo_absent_starts", {})
+    divide_per_copy_starts(model.state_dict(keep_vars=True), starts, strategy, records, adapter.sizes(config))
     if method.adjust is not None:
         with torch.no_grad():
             method.adjust(task, model)
     return model
 
 
-def head_gain_per_copy(task: Task, model: torch.nn.Module) -> None:
-    """A grown BERT's copied residual channels count once per copy in the decoder tied to the word embeddings
-    (the embeddings' columns cannot be divided: the stream needs them whole); dividing the masked-LM head's
-    LayerNorm gain by each channel's number of copies makes the decoder sum what the source's would."""
-    from zoo_plugins.strategies.baselines import duplicate_indices
-
-    source = int(checkpoint(task.source).config["hidden_size"])
-    norm = model.cls.predictions.transform.LayerNorm
-    index = duplicate_indices(source, norm.weight.numel())  # the even spread both growth rules copy by
-    norm.weight.div_(torch.bincount(index)[index].to(norm.weight))
+def head_gain_one(task: Task, model: torch.nn.Module) -> None:
+    """Undo zoo's ``per_copy`` start of a grown BERT's masked-LM head LayerNorm gain (ones, divided by each residual
+    channel's copies: the decoder is tied to the word embeddings, whose copied columns the stream needs whole), so
+    each copied channel counts once per copy in the logits again."""
+    model.cls.predictions.transform.LayerNorm.weight.fill_(1.0)
 
 
 def head_lr_note(budget: dict[str, Any]) -> str:
@@ -755,8 +753,11 @@ def ordered_ablation_methods(task: Task) -> list[Method]:
         *(replace(ORDERED, name=f"ordered: the last {k} layers", strategy=OrderedStrategy(depth=f"last:{k}"))
           for k in (2, 3, 4)),
         replace(ORDERED, name="ordered: layers spread", strategy=OrderedStrategy(depth="spread")),
-        *([replace(ORDERED, name="ordered + head gain per copy", adjust=head_gain_per_copy),
-           replace(DUPLICATE, name="duplicate + head gain per copy", adjust=head_gain_per_copy)]
+        *([replace(ORDERED, name="ordered: head gain 1", adjust=head_gain_one),
+           replace(DUPLICATE, name="duplicate: head gain 1", adjust=head_gain_one),
+           # the noise's own draw, apart from the training seed's batches and dropout
+           *(replace(ORDERED, name=f"ordered: noise drawn with seed {k}", strategy=OrderedStrategy(seed=k))
+             for k in (1, 2))]
           if task.arch == "bert" and task.direction == "small-to-large" else []),
         replace(ORDERED, name="ordered: final norm reset", reset_calibrated=True),
         replace(ORDERED, name="ordered + norm gain", strategy=OrderedStrategy(norm_gain=True)),

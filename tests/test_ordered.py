@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -290,3 +291,25 @@ def test_the_depth_rule_comes_from_the_family_through_calibration(tmp_path):
     _tiny_llama(src, layers=6)
     info = zoo.add_learngene(str(src), transform="ordered", name="o", registry=tmp_path / "r.db", calibrate="none")
     assert info.calibration_meta["depth_rule"] == zoo.catalog().architecture("llama").depth_rule == "contiguous"
+
+
+@pytest.mark.parametrize("grow_units", ["spread", "important"])
+def test_replicas_count_the_copies_growth_makes(tmp_path, tiny_bert_dir, grow_units):
+    """``replicas`` (what zoo divides a ``per_copy`` start by) says how often each grown channel's source channel
+    was copied: the copies are the grown word embeddings' equal columns."""
+    from zoo.materialization import materialize
+    from zoo_plugins.transforms.ordered import OrderedStrategy
+
+    reg = tmp_path / "r.db"
+    zoo.add_learngene(str(tiny_bert_dir), transform="ordered", name="o", registry=reg, calibrate="none")
+    registry = zoo.open_registry(reg)
+    info, records = registry.get("o"), registry.genes("o")
+    strategy = OrderedStrategy(grow_units=grow_units).for_learngene(Calibration.from_bytes(info.calibration))
+    sizes = {"vocab": 96, "hidden": 80}
+    grown = materialize({"embed.tokens": records["embed.tokens"]}, sizes, zoo.catalog().transform("ordered"),
+                        strategy, info.transform_params, "restore")["embed.tokens"].tensor
+    equal = (grown.T[:, None, :] == grown.T[None, :, :]).all(-1).sum(-1).float()
+    assert torch.equal(strategy.replicas(records["embed.tokens"], "hidden", 80), equal)
+    assert set(equal.tolist()) == {2.0, 3.0}  # 32 -> 80: every channel copied, some three times
+    assert strategy.replicas(records["embed.tokens"], "hidden", 24) is None  # shrinking
+    assert replace(strategy, grow="fresh").replicas(records["embed.tokens"], "hidden", 80) is None

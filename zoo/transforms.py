@@ -40,7 +40,10 @@ class ResizeStrategy(Protocol):
     axis first, on the small coefficient block, and then build the target one layer at a time by calling
     ``resize`` on each layer's block; off when absent) and ``resize_weights(record, target_shape, transform,
     params) -> tensor`` (a strategy that maps the source's own weights rather than coefficients, as the select
-    and duplicate baselines do; no statistics rule is applied afterwards)."""
+    and duplicate baselines do; no statistics rule is applied afterwards) and ``replicas(record, role, size) ->
+    tensor | None`` (a strategy that grows an axis by copying units: per target unit, how many target units copy
+    its source unit when ``record`` is resized to ``size`` along ``role``; None where no unit is a copy; zoo divides
+    ``per_copy`` starts by it, :data:`zoo.hf.assemble.ABSENT_INITS`)."""
 
     name: str
     description: str

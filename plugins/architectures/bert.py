@@ -60,7 +60,10 @@ class BertAdapter(TransformersAdapter):
         WeightMap("mlm.dense.weight", "cls.predictions.transform.dense.weight", (H, H), optional=True,
                   absent="identity"),
         WeightMap("mlm.dense.bias", "cls.predictions.transform.dense.bias", (H,), optional=True, absent="zeros"),
-        WeightMap("mlm.norm.weight", "cls.predictions.transform.LayerNorm.weight", (H,), optional=True),
+        # a grown stream's copied channels would count once per copy in the tied decoder: the norm before it
+        # divides them (docs/ablations.md, "The tied decoder of a grown BERT")
+        WeightMap("mlm.norm.weight", "cls.predictions.transform.LayerNorm.weight", (H,), optional=True,
+                  absent="per_copy"),
         WeightMap("mlm.norm.bias", "cls.predictions.transform.LayerNorm.bias", (H,), optional=True),
         WeightMap("mlm.bias", "cls.predictions.bias", ("vocab",), optional=True, absent="zeros"),
     )

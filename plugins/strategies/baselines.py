@@ -119,6 +119,18 @@ class _Baseline:
                 out = out / counts.reshape(-1, *([1] * (out.dim() - dim - 1)))
         return out
 
+    def replicas(self, record: GeneRecord, role: str, size: int) -> torch.Tensor | None:
+        """How many target units copy each one's source unit along ``role`` (None: none is a copy)."""
+        import torch
+
+        if role not in record.axes or role == DEPTH:
+            return None
+        n = int(record.source_shape[record.axes.index(role)])
+        if size <= n or role in SPATIAL_ROLES:
+            return None
+        index = self.unit_map(n, size)
+        return torch.bincount(index, minlength=n)[index].float()
+
     def resize_weights(self, record: GeneRecord, target_shape: Sequence[int], transform: Transform,
                        params: Mapping[str, Any]) -> torch.Tensor:
         """Target weights (not standardized) from the learngene of one gene; called by zoo's pipeline."""

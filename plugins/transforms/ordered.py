@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from zoo import InvalidConfigError, hookimpl
-from zoo.genes import check_fixed_axes, resizable
+from zoo.genes import DEPTH, check_fixed_axes, resizable
 from zoo.importance import Calibration, contiguous_cut, depth_order, descending, top_heads, top_units, unit_scores
 from zoo.stats import broadcast_stat
 from zoo_plugins.strategies.baselines import duplicate_indices, select_indices
@@ -220,6 +220,25 @@ class OrderedStrategy:
         if m > n and self.stack in ("zero", "half") and _writes_residual(record):
             out = out * _stack_scale(layers, self.stack).to(out.device).reshape(-1, *([1] * (out.dim() - 1)))
         return out
+
+    def replicas(self, record: Any, role: str, size: int) -> torch.Tensor | None:
+        """How many target units copy each one's stored unit along ``role`` (None: none is a copy: shrinking, or
+        growing with fresh units)."""
+        import torch
+
+        if role not in record.axes or role == DEPTH or role in LEADING_ROLES:
+            return None
+        dim = record.axes.index(role)
+        stored, source = int(record.coeffs.shape[dim]), int(record.source_shape[dim])
+        if size <= stored or (self.grow == "fresh" and role in FRESH_ROLES):
+            return None
+        if self.grow_units == "spread":
+            index = duplicate_indices(stored, size)
+        else:
+            index = _unit_index(self._calibration(), role, None, source, stored, size)
+            if index is None:
+                return None
+        return torch.bincount(index, minlength=stored)[index].float()
 
     def _layer(self, w: torch.Tensor, axes: tuple[str, ...], target: tuple[int, ...], source: tuple[int, ...],
                record: Any, layer: int | None, gen: torch.Generator) -> torch.Tensor:

@@ -5,6 +5,7 @@ building the model in memory or streaming its genes into a folder's files, the d
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shlex
 from collections.abc import Iterator, Mapping
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
+from ..adapters import SIZE_OPTIONS
 from ..calibrate import depth_calibrated
 from ..dtypes import STORAGE_DTYPES
 from ..errors import InvalidConfigError
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     import torch
 
     from ..registry import Registry
+
+HIDDEN = SIZE_OPTIONS["hidden"]  # the residual stream's role
 
 
 def pick_learngene(reg: Registry, request: MaterializeRequest) -> tuple[LearngeneInfo, Any]:
@@ -117,6 +121,9 @@ def materialize_request_to_disk(request: MaterializeRequest, out: str | os.PathL
         job.together = assemble.sharing(placements)
         with seeded(seed, dev):
             fresh = assemble.init_fresh(layout, covered, starts)
+        if layout.model is not None:  # else no parameter is fresh
+            divide_per_copy_starts(layout.model.state_dict(keep_vars=True), starts, job.strategy, job.records,
+                                   job.sizes)
         report = _report(job, layout.class_name, layout.parameter_count, fresh, starts)
         report.update(made)
 
@@ -281,10 +288,36 @@ def _build(job: _Job, progress: bool) -> torch.nn.Module:
             genome = materialize_genes(job.records, job.sizes, job.transform, job.strategy,
                                        job.info.transform_params, job.stats)
             model = job.adapter.build(job.config, genome, device=job.device)
+        divide_per_copy_starts(model.state_dict(keep_vars=True), getattr(model, "zoo_absent_starts", {}),
+                               job.strategy, job.records, job.sizes)
     model.zoo_report = _report(job, type(model).__name__, sum(p.numel() for p in model.parameters()),
                                list(getattr(model, "zoo_fresh_parameters", [])),
                                getattr(model, "zoo_absent_starts", {}))
     return model
+
+
+def hidden_copies(strategy: Any, records: Mapping[str, Any], sizes: Mapping[str, int]) -> torch.Tensor | None:
+    """Each target residual channel's number of copies when ``strategy`` resizes ``records`` to ``sizes`` (the
+    strategy's optional ``replicas``); None where no channel is a copy or the strategy does not say."""
+    replicas, size = getattr(strategy, "replicas", None), sizes.get(HIDDEN)
+    if replicas is None or size is None:
+        return None
+    # every gene's hidden axis is mapped alike: the smallest one answers (a streamed record reads its tensors)
+    carriers = [r for r in records.values() if HIDDEN in r.axes]
+    if not carriers:
+        return None
+    record = min(carriers, key=lambda r: math.prod(r.source_shape))
+    copies = replicas(record, HIDDEN, size)
+    return None if copies is None or bool((copies == 1).all()) else copies
+
+
+def divide_per_copy_starts(params: Mapping[str, torch.Tensor], starts: Mapping[str, str], strategy: Any,
+                           records: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
+    """Divide the ``per_copy`` absent starts among ``params`` (a model's ``state_dict(keep_vars=True)``) by each
+    residual channel's copies under ``strategy`` (:func:`zoo.hf.assemble.divide_by_copies`): both build paths
+    call it once the fresh parameters are initialized, and so may a caller that builds with ``adapter.build``."""
+    if any(rule == "per_copy" for rule in starts.values()):
+        assemble.divide_by_copies(params, starts, hidden_copies(strategy, records, sizes))
 
 
 def _report(job: _Job, model_class: str, parameters: int, fresh: list[str],

@@ -24,7 +24,10 @@ if TYPE_CHECKING:
     import torch
 
 # How a parameter may start when the learngene has no gene for it (WeightMap.absent; _start applies them).
-ABSENT_INITS = ("identity", "zeros")
+# ``per_copy``: a norm's gain in front of a reader tied to a table whose hidden columns were copied (a grown BERT's
+# masked-LM head: the decoder is the word embeddings, whose copies the stream needs whole): ones, divided by each
+# channel's number of copies (:func:`divide_by_copies`), so the reader sums each source channel once.
+ABSENT_INITS = ("identity", "zeros", "per_copy")
 DEFAULT_SHARD_BYTES = 5 * 2**30  # transformers' long-time default max_shard_size ("5GB")
 
 
@@ -282,6 +285,8 @@ def _start(name: str, param: torch.Tensor, rule: str) -> None:
     with torch.no_grad():
         if rule == "zeros":
             param.zero_()
+        elif rule == "per_copy":
+            param.fill_(1.0)  # divide_by_copies then divides it where the strategy copied channels
         elif rule == "identity":
             if param.dim() != 2 or param.shape[0] != param.shape[1]:
                 raise InvalidConfigError(f"'{name}' has shape {tuple(param.shape)}; an identity start needs a "
@@ -289,6 +294,21 @@ def _start(name: str, param: torch.Tensor, rule: str) -> None:
             param.copy_(torch.eye(param.shape[0], dtype=param.dtype, device=param.device))
         else:
             raise InvalidConfigError(f"unknown absent init '{rule}' for '{name}'; valid: {', '.join(ABSENT_INITS)}")
+
+
+def divide_by_copies(params: Mapping[str, torch.Tensor], starts: Mapping[str, str],
+                     copies: torch.Tensor | None) -> None:
+    """Divide the ``per_copy`` fresh parameters (see :data:`ABSENT_INITS`) by ``copies``, each hidden channel's
+    number of copies (the resize strategy's ``replicas``; None: no channel was copied)."""
+    import torch
+
+    if copies is None:
+        return
+    with torch.no_grad():
+        for name, rule in starts.items():
+            param = params.get(name)
+            if rule == "per_copy" and param is not None and param.shape == copies.shape:
+                param.div_(copies.to(param))
 
 
 def _materialize_own(model: torch.nn.Module, module: torch.nn.Module) -> None:
@@ -468,5 +488,5 @@ def streamable(adapter: Any) -> bool:
     return bool(getattr(adapter, "streamable", False))
 
 
-__all__ = ["Layout", "Placement", "absent_starts", "construct", "declared_layout", "fill", "init_fresh", "layout",
-           "plan", "saved_names", "streamable", "uncovered", "write_pretrained"]
+__all__ = ["Layout", "Placement", "absent_starts", "construct", "declared_layout", "divide_by_copies", "fill",
+           "init_fresh", "layout", "plan", "saved_names", "streamable", "uncovered", "write_pretrained"]
