@@ -148,8 +148,13 @@ def test_no_copied_channel_leaves_the_head_gain_at_one(headless, ordered_headles
     assert torch.equal(gain, torch.ones_like(gain))
 
 
-def test_a_grown_source_with_a_head_keeps_its_gain_gene(tmp_path):
+@pytest.mark.parametrize("strategy", ["ordered", "duplicate"])
+def test_a_grown_source_with_a_head_divides_its_gain_gene_by_copies(tmp_path, strategy):
+    """The source's own head gain is copied with its channels, so the tied decoder would count them twice too."""
+    from safetensors.torch import load_file
     from transformers import BertConfig, BertForMaskedLM
+
+    from zoo_plugins.strategies.baselines import duplicate_indices
 
     torch.manual_seed(0)
     folder = tmp_path / "with-head"
@@ -158,11 +163,12 @@ def test_a_grown_source_with_a_head_keeps_its_gain_gene(tmp_path):
     with torch.no_grad():
         source.cls.predictions.transform.LayerNorm.weight.uniform_(0.5, 1.5)
     source.save_pretrained(folder)
-    zoo.add_learngene(str(folder), transform="ordered", calibrate="none", name="h", registry=tmp_path / "r.db")
-    model = zoo.materialize("bert", registry=tmp_path / "r.db", strategy="duplicate", layers=3, hidden=48, heads=3,
-                            options=MLM)
-    from zoo_plugins.strategies.baselines import duplicate_indices
-
-    want = source.cls.predictions.transform.LayerNorm.weight[duplicate_indices(32, 48)]
+    registry = tmp_path / "r.db"
+    zoo.add_learngene(str(folder), transform="ordered", calibrate="none", name="h", registry=registry)
+    sizes = dict(layers=3, hidden=48, heads=3)
+    model = zoo.materialize("bert", registry=registry, strategy=strategy, options=MLM, **sizes)
+    want = source.cls.predictions.transform.LayerNorm.weight[duplicate_indices(32, 48)] / _copies(32, 48)
     assert GAIN not in model.zoo_report["absent_starts"]
     torch.testing.assert_close(dict(model.named_parameters())[GAIN], want)
+    zoo.materialize_to_disk(tmp_path / "out", "bert", registry=registry, strategy=strategy, options=MLM, **sizes)
+    torch.testing.assert_close(load_file(tmp_path / "out" / "model.safetensors")[GAIN], want)

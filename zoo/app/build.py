@@ -254,9 +254,29 @@ def _plan(reg: Registry, request: MaterializeRequest, dev: torch.device, out: st
 
 def _genes(job: _Job) -> Iterator[tuple[str, int | None, torch.Tensor]]:
     """The target's genes (layer by layer where the strategy allows), built only as the consumer advances."""
-    return materialize_stream(job.records, job.sizes, job.transform, job.strategy, job.info.transform_params,
-                              job.stats, workers=EXTRACT_WORKERS, together=job.together,
-                              device=job.device)
+    items = materialize_stream(job.records, job.sizes, job.transform, job.strategy, job.info.transform_params,
+                               job.stats, workers=EXTRACT_WORKERS, together=job.together,
+                               device=job.device)
+    divided = per_copy_genes(job.adapter, job.records)
+    copies = hidden_copies(job.strategy, job.records, job.sizes) if divided else None
+    if copies is None:
+        return items
+    return ((name, layer, _per_copy(value, copies) if name in divided else value) for name, layer, value in items)
+
+
+def per_copy_genes(adapter: Any, records: Mapping[str, Any]) -> set[str]:
+    """The learngene's genes whose weight map says ``per_copy`` (:data:`zoo.hf.assemble.ABSENT_INITS`): a gain in
+    front of a reader tied to a table whose copied hidden columns it cannot divide. Transferred, such a gene is
+    divided by each channel's copies as well, so a grown source's own head counts each channel once too."""
+    return {wm.gene for wm in getattr(adapter, "weights", ()) if getattr(wm, "absent", None) == "per_copy"
+            and wm.gene in records}
+
+
+def _per_copy(value: torch.Tensor, copies: torch.Tensor) -> torch.Tensor:
+    if value.shape != copies.shape:
+        raise InvalidConfigError(f"a per_copy gene has shape {tuple(value.shape)}; it must be one [hidden] gain "
+                                 f"({copies.numel()} channels here): fix the weight map's absent rule")
+    return value / copies.to(value)
 
 
 def _counted(items: Iterator[tuple[str, int | None, torch.Tensor]], bar: Any) -> Iterator[Any]:
@@ -287,6 +307,11 @@ def _build(job: _Job, progress: bool) -> torch.nn.Module:
         else:
             genome = materialize_genes(job.records, job.sizes, job.transform, job.strategy,
                                        job.info.transform_params, job.stats)
+            divided = per_copy_genes(job.adapter, job.records)
+            copies = hidden_copies(job.strategy, job.records, job.sizes) if divided else None
+            if copies is not None:
+                genome.update({name: replace(genome[name], tensor=_per_copy(genome[name].tensor, copies))
+                               for name in divided if name in genome})
             model = job.adapter.build(job.config, genome, device=job.device)
         divide_per_copy_starts(model.state_dict(keep_vars=True), getattr(model, "zoo_absent_starts", {}),
                                job.strategy, job.records, job.sizes)

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 # How a parameter may start when the learngene has no gene for it (WeightMap.absent; _start applies them).
 # ``per_copy``: a norm's gain in front of a reader tied to a table whose hidden columns were copied (a grown BERT's
 # masked-LM head: the decoder is the word embeddings, whose copies the stream needs whole): ones, divided by each
-# channel's number of copies (:func:`divide_by_copies`), so the reader sums each source channel once.
+# channel's number of copies (:func:`divide_by_copies`), so the reader sums each source channel once; transferred,
+# such a gene is divided by the same counts (zoo.app.build.per_copy_genes).
 ABSENT_INITS = ("identity", "zeros", "per_copy")
 DEFAULT_SHARD_BYTES = 5 * 2**30  # transformers' long-time default max_shard_size ("5GB")
 
