@@ -366,7 +366,8 @@ def _longer(family: Callable[[bool], Task], factor: int = 2) -> Callable[[bool],
 FAMILIES: dict[str, Callable[[bool], Task]] = {
     "bert-l2s": bert_l2s, "bert-s2l": bert_s2l, "llama-l2s": llama_l2s, "llama-s2l": llama_s2l,
     "vit-l2s": vit_l2s, "vit-s2l": vit_s2l, "vit-photo-l2s": vit_photo_l2s, "vit-photo-s2l": vit_photo_s2l,
-    "bert-main": bert_main, "bert-l2s-x2": _longer(bert_l2s), "llama-l2s-x2": _longer(llama_l2s)}
+    "bert-main": bert_main, "bert-l2s-x2": _longer(bert_l2s), "llama-l2s-x2": _longer(llama_l2s),
+    "vit-l2s-x2": _longer(vit_l2s)}
 DEFAULT_FAMILIES = ("bert-l2s", "bert-s2l", "llama-l2s", "llama-s2l", "vit-l2s", "vit-s2l")
 SMOKE_FAMILIES = ("bert-l2s", "bert-s2l")
 
