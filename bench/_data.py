@@ -127,14 +127,13 @@ def photo_crops(size: int, seed: int, n_train: int = 2400, n_held: int = 360
     so the held-out loss measures regions never trained on."""
     import skimage.data as data
 
+    from zoo.calibration import rgb
+
     gen = torch.Generator().manual_seed(seed)
     photos = []
     for name in PHOTO_CLASSES:
         img = getattr(data, name)()
-        img = img[0] if isinstance(img, tuple) else img  # stereo_motorcycle: (left, right, disparity)
-        t = torch.as_tensor(img).float() / 255.0
-        t = t.unsqueeze(-1).expand(*t.shape, 3) if t.dim() == 2 else t[..., :3]
-        photos.append(t.permute(2, 0, 1).contiguous())
+        photos.append(rgb(img[0] if isinstance(img, tuple) else img))  # stereo_motorcycle: (left, right, disparity)
     mean = torch.tensor(IMAGE_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGE_STD).view(3, 1, 1)
 

@@ -442,20 +442,26 @@ def target_config(task: Task, info: Any = None, method: Method | None = None) ->
 
 def build(task: Task, method: Method, genes: Learngenes, seed: int = SEED) -> torch.nn.Module:
     """The target model initialized by ``method``; parameters no gene covers get the family's random init."""
-    import zoo
-    from zoo.app.build import divide_per_copy_starts
-    from zoo.calibrate import depth_calibrated
-    from zoo.importance import Calibration
-    from zoo.materialization import materialize
-
     torch.manual_seed(seed)
     if method.transform is None:
         adapter, config = target_config(task)
         model = adapter.build(config, {})
-        if method.adjust is not None:
-            with torch.no_grad():
-                method.adjust(task, model)
-        return model
+    else:
+        model = _from_learngene(task, method, genes, seed)
+    if method.adjust is not None:
+        with torch.no_grad():
+            method.adjust(task, model)
+    return model
+
+
+def _from_learngene(task: Task, method: Method, genes: Learngenes, seed: int) -> torch.nn.Module:
+    """The target built from ``method``'s learngene, as zoo.materialize builds it in memory."""
+    import zoo
+    from zoo.app.build import divide_per_copy_genes, divide_per_copy_starts
+    from zoo.calibrate import depth_calibrated
+    from zoo.importance import Calibration
+    from zoo.materialization import materialize
+
     registry = genes.registry
     if method.bundled:  # a copy: opening a registry may switch its journal mode, and the clone's file stays as is
         import shutil
@@ -479,19 +485,18 @@ def build(task: Task, method: Method, genes: Learngenes, seed: int = SEED) -> to
         strategy = strategy.for_learngene(Calibration.from_bytes(info.calibration) if info.calibration else None)
     drop = method.drop + task.absent
     records = {k: v for k, v in registry.genes(name).items() if not (drop and k.startswith(drop))}
+    sizes = adapter.sizes(config)
     if method.reset_calibrated or not (method.keep_calibrated or getattr(strategy, "keeps_last_layer", False)):
         # as zoo.materialize does
-        reset = depth_calibrated(adapter, records, adapter.sizes(config))
+        reset = depth_calibrated(adapter, records, sizes)
         records = {k: v for k, v in records.items() if k not in reset}
     with torch.no_grad():
-        genome = materialize(records, adapter.sizes(config), transform, strategy, info.transform_params, method.stats)
+        genome = materialize(records, sizes, transform, strategy, info.transform_params, method.stats)
+    divide_per_copy_genes(genome, adapter, strategy, records, sizes)
     torch.manual_seed(seed)
     model = adapter.build(config, genome)
-    starts = getattr(model, "zoo_absent_starts", {})
-    divide_per_copy_starts(model.state_dict(keep_vars=True), starts, strategy, records, adapter.sizes(config))
-    if method.adjust is not None:
-        with torch.no_grad():
-            method.adjust(task, model)
+    divide_per_copy_starts(model.state_dict(keep_vars=True), getattr(model, "zoo_absent_starts", {}), strategy,
+                           records, sizes)
     return model
 
 

@@ -100,12 +100,17 @@ def _photos() -> list[torch.Tensor]:
     out = []
     for name in ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "page", "text", "clock"):
         try:
-            img = torch.as_tensor(getattr(data, name)()).float() / 255.0
+            out.append(rgb(getattr(data, name)()))
         except Exception:  # an image this version does not bundle (it would need a download)
             continue
-        img = img.unsqueeze(-1).expand(*img.shape, 3) if img.dim() == 2 else img[..., :3]
-        out.append(img.permute(2, 0, 1).contiguous())
     return out
+
+
+def rgb(image: Any) -> torch.Tensor:
+    """An 8-bit grey, RGB or RGBA ``[H, W(, C)]`` array as a ``[3, H, W]`` float tensor in [0, 1]."""
+    img = torch.as_tensor(image).float() / 255.0
+    img = img.unsqueeze(-1).expand(*img.shape, 3) if img.dim() == 2 else img[..., :3]
+    return img.permute(2, 0, 1).contiguous()
 
 
 def _images_from(path: Path) -> list[torch.Tensor]:

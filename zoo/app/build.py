@@ -257,10 +257,10 @@ def _genes(job: _Job) -> Iterator[tuple[str, int | None, torch.Tensor]]:
     items = materialize_stream(job.records, job.sizes, job.transform, job.strategy, job.info.transform_params,
                                job.stats, workers=EXTRACT_WORKERS, together=job.together,
                                device=job.device)
-    divided = per_copy_genes(job.adapter, job.records)
-    copies = hidden_copies(job.strategy, job.records, job.sizes) if divided else None
-    if copies is None:
+    found = _transferred_per_copy(job.adapter, job.strategy, job.records, job.sizes)
+    if found is None:
         return items
+    divided, copies = found
     return ((name, layer, _per_copy(value, copies) if name in divided else value) for name, layer, value in items)
 
 
@@ -270,6 +270,25 @@ def per_copy_genes(adapter: Any, records: Mapping[str, Any]) -> set[str]:
     divided by each channel's copies as well, so a grown source's own head counts each channel once too."""
     return {wm.gene for wm in getattr(adapter, "weights", ()) if getattr(wm, "absent", None) == "per_copy"
             and wm.gene in records}
+
+
+def _transferred_per_copy(adapter: Any, strategy: Any, records: Mapping[str, Any], sizes: Mapping[str, int]
+                          ) -> tuple[set[str], torch.Tensor] | None:
+    """The ``per_copy`` genes the learngene transfers and each residual channel's copies; None: nothing to divide."""
+    divided = per_copy_genes(adapter, records)
+    copies = hidden_copies(strategy, records, sizes) if divided else None
+    return None if copies is None else (divided, copies)
+
+
+def divide_per_copy_genes(genome: dict[str, Any], adapter: Any, strategy: Any, records: Mapping[str, Any],
+                          sizes: Mapping[str, int]) -> None:
+    """Divide a materialized genome's ``per_copy`` genes by each residual channel's copies, in place (the stream
+    of :func:`_genes` does the same gene by gene)."""
+    found = _transferred_per_copy(adapter, strategy, records, sizes)
+    if found is not None:
+        divided, copies = found
+        genome.update({name: replace(genome[name], tensor=_per_copy(genome[name].tensor, copies))
+                       for name in divided if name in genome})
 
 
 def _per_copy(value: torch.Tensor, copies: torch.Tensor) -> torch.Tensor:
@@ -307,11 +326,7 @@ def _build(job: _Job, progress: bool) -> torch.nn.Module:
         else:
             genome = materialize_genes(job.records, job.sizes, job.transform, job.strategy,
                                        job.info.transform_params, job.stats)
-            divided = per_copy_genes(job.adapter, job.records)
-            copies = hidden_copies(job.strategy, job.records, job.sizes) if divided else None
-            if copies is not None:
-                genome.update({name: replace(genome[name], tensor=_per_copy(genome[name].tensor, copies))
-                               for name in divided if name in genome})
+            divide_per_copy_genes(genome, job.adapter, job.strategy, job.records, job.sizes)
             model = job.adapter.build(job.config, genome, device=job.device)
         divide_per_copy_starts(model.state_dict(keep_vars=True), getattr(model, "zoo_absent_starts", {}),
                                job.strategy, job.records, job.sizes)
